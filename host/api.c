@@ -1,0 +1,248 @@
+/* api.c - the flyte-api as a pack sees it.
+ *
+ * Each call is one request; retrying, backing off and logging are the
+ * caller's. Every response is parsed strictly and a missing link is an error
+ * that names the link.
+ */
+#include "api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *flyte_api_find_link(const json_t *links, const char *suffix) {
+  size_t i, n = strlen(suffix);
+  json_t *link;
+  if (!json_is_array(links)) return NULL;
+  json_array_foreach(links, i, link) {
+    const char *rel = json_string_value(json_object_get(link, "rel"));
+    const char *href = json_string_value(json_object_get(link, "href"));
+    if (rel == NULL || href == NULL) continue;
+    size_t len = strlen(rel);
+    if (len >= n && strcmp(rel + len - n, suffix) == 0) return href;
+  }
+  return NULL;
+}
+
+/* Copies at most the first 200 bytes of a body for a message. */
+static void excerpt(char *dst, size_t n, const char *body, size_t len) {
+  size_t k = len < 200 ? len : 200;
+  if (k >= n) k = n - 1;
+  memcpy(dst, body, k);
+  dst[k] = '\0';
+  for (size_t i = 0; i < k; i++)
+    if (dst[i] == '\n' || dst[i] == '\r') dst[i] = ' ';
+}
+
+/* Parses a JSON object body; NULL with a message when it is not one. */
+static json_t *parse_object(const flyte_http_resp *r, const char *what,
+                            char *err, size_t errlen) {
+  json_error_t je;
+  json_t *j = json_loadb(r->body, r->body_len, 0, &je);
+  if (j == NULL || !json_is_object(j)) {
+    char body[201];
+    excerpt(body, sizeof body, r->body, r->body_len);
+    snprintf(err, errlen, "%s: response is not a JSON object (%s): '%s'",
+             what, j ? "another JSON value" : je.text, body);
+    json_decref(j);
+    return NULL;
+  }
+  return j;
+}
+
+static int status_error(const flyte_http_resp *r, const char *what, char *err,
+                        size_t errlen) {
+  char body[201];
+  excerpt(body, sizeof body, r->body, r->body_len);
+  snprintf(err, errlen, "%s: HTTP %ld%s%s", what, r->status,
+           body[0] ? ": " : "", body);
+  return -1;
+}
+
+static int request(flyte_http *h, const char *method, const char *url,
+                   const char *body, size_t len, flyte_http_resp *resp,
+                   const char *what, char *err, size_t errlen) {
+  flyte_http_req req = {method, url, body, len, NULL, 0, 1, 0};
+  if (flyte_http_request(h, &req, resp) != 0) {
+    snprintf(err, errlen, "%s: %s", what, resp->error);
+    return -1;
+  }
+  return 0;
+}
+
+static char *dup_link(const json_t *links, const char *suffix) {
+  const char *href = flyte_api_find_link(links, suffix);
+  return href ? strdup(href) : NULL;
+}
+
+int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
+                       char *err, size_t errlen) {
+  flyte_http_resp r;
+  json_t *j = NULL;
+  int rc = -1;
+  char url[2048];
+  memset(out, 0, sizeof *out);
+  snprintf(url, sizeof url, "%s/v1", api);
+  if (request(h, "GET", url, NULL, 0, &r, "discovery", err, errlen))
+    goto cleanup;
+  if (r.status != 200) {
+    status_error(&r, "discovery", err, errlen);
+    goto cleanup;
+  }
+  if ((j = parse_object(&r, "discovery", err, errlen)) == NULL) goto cleanup;
+  json_t *links = json_object_get(j, "links");
+  out->packs_url = dup_link(links, "pack/listPacks");
+  out->health_url = dup_link(links, "info/health");
+  if (out->packs_url == NULL) {
+    snprintf(err, errlen,
+             "discovery: %s has no link with a rel ending in pack/listPacks",
+             url);
+    goto cleanup;
+  }
+  rc = 0;
+cleanup:
+  json_decref(j);
+  if (rc) flyte_api_root_free(out);
+  return rc;
+}
+
+void flyte_api_root_free(flyte_api_root *r) {
+  free(r->packs_url);
+  free(r->health_url);
+  memset(r, 0, sizeof *r);
+}
+
+int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
+                       size_t len, flyte_api_pack *out, char *err,
+                       size_t errlen) {
+  flyte_http_resp r;
+  json_t *j = NULL;
+  int rc = -1;
+  memset(out, 0, sizeof *out);
+  if (request(h, "POST", packs_url, body, len, &r, "registration", err,
+              errlen))
+    goto cleanup;
+  if (r.status != 201) {
+    status_error(&r, "registration", err, errlen);
+    goto cleanup;
+  }
+  if ((j = parse_object(&r, "registration", err, errlen)) == NULL)
+    goto cleanup;
+  json_t *links = json_object_get(j, "links");
+  const char *id = json_string_value(json_object_get(j, "id"));
+  out->id = strdup(id ? id : "?");
+  out->take_url = dup_link(links, "takeAction");
+  out->event_url = dup_link(links, "event");
+  if (out->take_url == NULL || out->event_url == NULL) {
+    snprintf(err, errlen,
+             "registration: the response has no link with a rel ending in "
+             "%s",
+             out->take_url ? "event" : "takeAction");
+    goto cleanup;
+  }
+  rc = 0;
+cleanup:
+  json_decref(j);
+  if (rc) flyte_api_pack_free(out);
+  return rc;
+}
+
+void flyte_api_pack_free(flyte_api_pack *p) {
+  free(p->id);
+  free(p->take_url);
+  free(p->event_url);
+  memset(p, 0, sizeof *p);
+}
+
+/* ".../actions/{id}/result" -> "{id}" */
+static char *action_id(const char *url) {
+  const char *end = strrchr(url, '/');
+  if (end == NULL || end == url) return strdup("?");
+  const char *start = end - 1;
+  while (start > url && *start != '/') start--;
+  if (*start == '/') start++;
+  return strndup(start, (size_t)(end - start));
+}
+
+flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
+                                 flyte_action *out, char *err, size_t errlen) {
+  flyte_http_resp r;
+  json_t *j = NULL;
+  flyte_take_result rc = FLYTE_TAKE_ERROR;
+  memset(out, 0, sizeof *out);
+  if (request(h, "POST", take_url, NULL, 0, &r, "take", err, errlen))
+    goto cleanup;
+  if (r.status == 204) {
+    rc = FLYTE_TAKE_NONE;
+    goto cleanup;
+  }
+  if (r.status == 404) {
+    status_error(&r, "take", err, errlen);
+    rc = FLYTE_TAKE_UNKNOWN_PACK;
+    goto cleanup;
+  }
+  if (r.status != 200) {
+    status_error(&r, "take", err, errlen);
+    goto cleanup;
+  }
+  if ((j = parse_object(&r, "take", err, errlen)) == NULL) goto cleanup;
+  const char *command = json_string_value(json_object_get(j, "command"));
+  const char *result = flyte_api_find_link(json_object_get(j, "links"),
+                                           "actionResult");
+  if (result == NULL) {
+    snprintf(err, errlen,
+             "take: the action has no link with a rel ending in actionResult"
+             " (it cannot be completed)");
+    goto cleanup;
+  }
+  out->result_url = strdup(result);
+  out->id = action_id(result);
+  out->command = strdup(command ? command : "");
+  out->input = json_incref(json_object_get(j, "input"));
+  if (!out->result_url || !out->id || !out->command) {
+    snprintf(err, errlen, "take: out of memory");
+    flyte_action_free(out);
+    goto cleanup;
+  }
+  rc = FLYTE_TAKE_ACTION;
+cleanup:
+  json_decref(j);
+  return rc;
+}
+
+void flyte_action_free(flyte_action *a) {
+  free(a->command);
+  json_decref(a->input);
+  free(a->result_url);
+  free(a->id);
+  memset(a, 0, sizeof *a);
+}
+
+long flyte_api_post(flyte_http *h, const char *url, const char *body,
+                    size_t len, char *err, size_t errlen) {
+  flyte_http_resp r;
+  err[0] = '\0';
+  if (request(h, "POST", url, body, len, &r, "post", err, errlen)) return -1;
+  if (r.status != 202) status_error(&r, "post", err, errlen);
+  return r.status;
+}
+
+int flyte_api_health(flyte_http *h, const char *health_url, char *status,
+                     size_t n) {
+  flyte_http_resp r;
+  if (health_url == NULL) {
+    snprintf(status, n, "flyte-api has no health link");
+    return 0;
+  }
+  flyte_http_req req = {"GET", health_url, NULL, 0, NULL, 5000, 1, 0};
+  if (flyte_http_request(h, &req, &r) != 0) {
+    snprintf(status, n, "flyte-api is unreachable: %s", r.error);
+    return 0;
+  }
+  if (r.status != 200) {
+    snprintf(status, n, "flyte-api is unhealthy: HTTP %ld", r.status);
+    return 0;
+  }
+  snprintf(status, n, "flyte-api is up");
+  return 1;
+}

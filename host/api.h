@@ -1,0 +1,69 @@
+/* api.h - the flyte-api as a pack sees it: discovery, registration,
+ * taking actions, posting results and events, the API's health.
+ *
+ * Plain C on http.h and jansson. URLs come from links found by rel suffix,
+ * never built by hand (flyte-api.md).
+ */
+#ifndef FLYTE_API_H
+#define FLYTE_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "http.h"
+
+typedef struct {
+  char *packs_url;  /* rel ends with pack/listPacks */
+  char *health_url; /* rel ends with info/health; may be NULL */
+} flyte_api_root;
+
+typedef struct {
+  char *id;
+  char *take_url;  /* rel ends with takeAction */
+  char *event_url; /* rel ends with event */
+} flyte_api_pack;
+
+typedef struct {
+  char *command;    /* owned */
+  json_t *input;    /* owned; NULL when the action has no input */
+  char *result_url; /* owned */
+  char *id;         /* the action's id, from its result link, for logs */
+} flyte_action;
+
+typedef enum {
+  FLYTE_TAKE_ERROR = -1,
+  FLYTE_TAKE_ACTION = 0,      /* 200: *out filled */
+  FLYTE_TAKE_NONE = 1,        /* 204 */
+  FLYTE_TAKE_UNKNOWN_PACK = 2 /* 404: register again */
+} flyte_take_result;
+
+/* The href of the first link whose rel ends with `suffix`, or NULL.
+ * Borrowed from `links`. */
+const char *flyte_api_find_link(const json_t *links, const char *suffix);
+
+/* GET {api}/v1. Returns 0, or -1 with a message. */
+int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
+                       char *err, size_t errlen);
+void flyte_api_root_free(flyte_api_root *r);
+
+/* POST the registration body. Returns 0, or -1 with a message. */
+int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
+                       size_t len, flyte_api_pack *out, char *err,
+                       size_t errlen);
+void flyte_api_pack_free(flyte_api_pack *p);
+
+flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
+                                 flyte_action *out, char *err, size_t errlen);
+void flyte_action_free(flyte_action *a);
+
+/* POSTs a result or event body. Returns the HTTP status, or -1 when no
+ * response came (err says why). On a status other than 202 err holds the
+ * start of the response body. */
+long flyte_api_post(flyte_http *h, const char *url, const char *body,
+                    size_t len, char *err, size_t errlen);
+
+/* GET the API's health link: 1 up, 0 down, with a status line. */
+int flyte_api_health(flyte_http *h, const char *health_url, char *status,
+                     size_t n);
+
+#endif

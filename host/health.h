@@ -1,0 +1,19 @@
+/* health.h - the pack's health server on libmicrohttpd.
+ *
+ * Plain C. Any GET path answers with the JSON the callback makes and the
+ * status it sets (200 when every check is healthy, 500 otherwise).
+ */
+#ifndef FLYTE_HEALTH_H
+#define FLYTE_HEALTH_H
+
+typedef struct flyte_health flyte_health;
+
+/* Returns a JSON body (the server frees it) and sets *status. */
+typedef char *(*flyte_health_fn)(void *ud, const char *path, int *status);
+
+/* Listens on all addresses at `port`. NULL with a message on failure. */
+flyte_health *flyte_health_start(int port, flyte_health_fn fn, void *ud,
+                                 char *err, unsigned long errlen);
+void flyte_health_stop(flyte_health *h);
+
+#endif

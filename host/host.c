@@ -1,0 +1,380 @@
+/* host.c - `flyte-host run`: the running host.
+ *
+ * Loads and checks the pack, serves health, finds and registers with the
+ * flyte-api (retrying with capped backoff), starts the workers, the observe
+ * thread and the event sender, and stops them all cleanly on SIGINT or
+ * SIGTERM. Signals are taken by one thread with sigwait.
+ */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
+#include "host.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define EVENT_QUEUE_CAPACITY 10000
+#define HEALTH_CHECK_TIMEOUT 5.0
+#define SHUTDOWN_GRACE 30.0
+#define CONNECT_BACKOFF_FIRST 0.5
+#define CONNECT_BACKOFF_CAP 30.0
+#define OBSERVE_RESTART_CAP 60.0
+
+flyte_http_opts flyte_host_http_opts(flyte_host *h) {
+  flyte_http_opts o = {h->cfg->jwt, h->cfg->insecure,
+                       (long)(h->cfg->api_timeout * 1000), 8u << 20,
+                       &h->cancel};
+  return o;
+}
+
+void flyte_host_wait(flyte_host *h, double deadline) {
+  if (deadline <= 0) {
+    pthread_cond_wait(&h->cond, &h->mu);
+    return;
+  }
+  struct timespec ts;
+  ts.tv_sec = (time_t)deadline;
+  ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
+  pthread_cond_timedwait(&h->cond, &h->mu, &ts);
+}
+
+int flyte_host_sleep(flyte_host *h, double seconds) {
+  double until = flyte_monotime() + seconds;
+  pthread_mutex_lock(&h->mu);
+  while (!atomic_load(&h->stopping) && flyte_monotime() < until)
+    flyte_host_wait(h, until);
+  int slept = !atomic_load(&h->stopping);
+  pthread_mutex_unlock(&h->mu);
+  return slept;
+}
+
+/* ---- what pack code reaches ------------------------------------------ */
+
+static int env_send_event(void *ctx, const char *json, size_t len, char *err,
+                          size_t errlen) {
+  return flyte_events_push(ctx, json, len, err, errlen);
+}
+
+static int env_sleep(void *ctx, double seconds) {
+  return flyte_host_sleep(ctx, seconds);
+}
+
+static int env_stopping(void *ctx) {
+  flyte_host *h = ctx;
+  return atomic_load(&h->stopping);
+}
+
+static int env_api_health(void *ctx, char *status, size_t n) {
+  flyte_host *h = ctx;
+  char *url = NULL;
+  pthread_mutex_lock(&h->mu);
+  if (h->root.health_url) url = strdup(h->root.health_url);
+  else
+    snprintf(status, n, "not connected to the flyte-api yet%s%s",
+             h->last_error[0] ? ": " : "", h->last_error);
+  pthread_mutex_unlock(&h->mu);
+  if (url == NULL) return 0;
+  pthread_mutex_lock(&h->aux_mu);
+  int up = flyte_api_health(h->aux_http, url, status, n);
+  pthread_mutex_unlock(&h->aux_mu);
+  free(url);
+  return up;
+}
+
+/* ---- health ------------------------------------------------------------ */
+
+static char *health_answer(void *ud, const char *path, int *status) {
+  flyte_host *h = ud;
+  int healthy = 0;
+  (void)path;
+  pthread_mutex_lock(&h->health_mu);
+  char *body = flyte_pack_health(h->health_pack, HEALTH_CHECK_TIMEOUT,
+                                 &healthy);
+  pthread_mutex_unlock(&h->health_mu);
+  *status = healthy ? 200 : 500;
+  return body;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void *signal_main(void *arg) {
+  flyte_host *h = arg;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1); /* our own wake-up at the end */
+  for (;;) {
+    int sig;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGUSR1) return NULL;
+    pthread_mutex_lock(&h->mu);
+    if (!atomic_load(&h->stopping)) {
+      flyte_info("%s: stopping; running handlers may finish (up to %g s)",
+                 sig == SIGINT ? "SIGINT" : "SIGTERM", SHUTDOWN_GRACE);
+      h->stop_deadline = flyte_monotime() + SHUTDOWN_GRACE;
+      atomic_store(&h->stopping, 1);
+    } else {
+      flyte_warn("second signal: stopping now");
+      atomic_store(&h->cancel, 1);
+      h->stop_deadline = flyte_monotime();
+    }
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->mu);
+  }
+}
+
+/* ---- the API connection -------------------------------------------------- */
+
+/* Discovers (once) and registers, retrying with capped backoff until it
+ * works or the host stops. Returns 0 when registered. */
+static int connect_api(flyte_host *h, flyte_http *http) {
+  double wait = CONNECT_BACKOFF_FIRST;
+  char err[512];
+  for (int attempt = 1;; attempt++) {
+    int ok = 0;
+    if (h->root.packs_url == NULL) {
+      flyte_api_root root;
+      if (flyte_api_discover(http, h->cfg->api, &root, err, sizeof err) == 0) {
+        pthread_mutex_lock(&h->mu);
+        h->root = root;
+        pthread_mutex_unlock(&h->mu);
+      }
+    }
+    if (h->root.packs_url) {
+      flyte_api_pack p;
+      const char *body = h->info.registration;
+      double t0 = flyte_monotime();
+      if (flyte_api_register(http, h->root.packs_url, body, strlen(body), &p,
+                             err, sizeof err) == 0) {
+        pthread_mutex_lock(&h->mu);
+        flyte_api_pack_free(&h->api_pack);
+        h->api_pack = p;
+        h->registered = 1;
+        h->need_register = 0;
+        h->hot = 0;
+        h->next_poll = 0; /* poll at once */
+        h->last_error[0] = '\0';
+        pthread_cond_broadcast(&h->cond);
+        pthread_mutex_unlock(&h->mu);
+        flyte_info("registered pack %s with %s (%.1f ms)", p.id, h->cfg->api,
+                   (flyte_monotime() - t0) * 1000);
+        ok = 1;
+      }
+    }
+    if (ok) return 0;
+    pthread_mutex_lock(&h->mu);
+    snprintf(h->last_error, sizeof h->last_error, "%.500s", err);
+    pthread_mutex_unlock(&h->mu);
+    /* A root that led nowhere may have moved: discover again next time. */
+    if (attempt % 5 == 0) {
+      pthread_mutex_lock(&h->mu);
+      flyte_api_root_free(&h->root);
+      pthread_mutex_unlock(&h->mu);
+    }
+    flyte_warn("not registered (try %d): %s; trying again in %.1f s", attempt,
+               err, wait);
+    if (!flyte_host_sleep(h, wait)) return -1;
+    wait = wait * 2 > CONNECT_BACKOFF_CAP ? CONNECT_BACKOFF_CAP : wait * 2;
+  }
+}
+
+/* ---- observe ----------------------------------------------------------- */
+
+static void *observe_main(void *arg) {
+  flyte_host *h = arg;
+  char err[1024];
+  double wait = 1.0;
+  while (!atomic_load(&h->stopping)) {
+    flyte_pack *p = flyte_pack_open(h->pack_path, &h->env, 0, err, sizeof err);
+    int rc = -1;
+    double started = flyte_monotime();
+    if (p) {
+      rc = flyte_pack_observe(p, err, sizeof err);
+      flyte_pack_close(p);
+    }
+    if (atomic_load(&h->stopping)) break;
+    if (rc == 0) {
+      flyte_info("observe returned; it is not started again");
+      break;
+    }
+    if (flyte_monotime() - started > 60) wait = 1.0;
+    flyte_error("observe failed: %s; starting it again in %g s", err, wait);
+    if (!flyte_host_sleep(h, wait)) break;
+    wait = wait * 2 > OBSERVE_RESTART_CAP ? OBSERVE_RESTART_CAP : wait * 2;
+  }
+  return NULL;
+}
+
+/* ---- run ----------------------------------------------------------------- */
+
+static int start_threads(flyte_host *h) {
+  if (flyte_events_start(h, EVENT_QUEUE_CAPACITY) != 0) {
+    flyte_error("cannot start the event sender");
+    return -1;
+  }
+  if (h->info.ncommands > 0) {
+    h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
+    if (h->workers == NULL) return -1;
+    for (int i = 0; i < h->cfg->workers; i++) {
+      if (pthread_create(&h->workers[i], NULL, flyte_worker_main, h) != 0) {
+        flyte_error("cannot start worker %d", i + 1);
+        return -1;
+      }
+      h->nworkers++;
+    }
+  } else {
+    flyte_info("the pack has no commands: not polling for actions");
+  }
+  if (h->info.has_observe) {
+    if (pthread_create(&h->observe, NULL, observe_main, h) != 0) {
+      flyte_error("cannot start observe");
+      return -1;
+    }
+    h->observe_running = 1;
+  }
+  return 0;
+}
+
+static void stop_threads(flyte_host *h) {
+  pthread_mutex_lock(&h->mu);
+  if (!atomic_load(&h->stopping)) {
+    h->stop_deadline = flyte_monotime() + SHUTDOWN_GRACE;
+    atomic_store(&h->stopping, 1);
+  }
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->mu);
+  for (int i = 0; i < h->nworkers; i++) pthread_join(h->workers[i], NULL);
+  if (h->observe_running) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)SHUTDOWN_GRACE;
+    if (pthread_timedjoin_np(h->observe, NULL, &ts) != 0)
+      flyte_warn("observe did not return within %g s of stopping (does it "
+                 "check what flyte.sleep returns?)",
+                 SHUTDOWN_GRACE);
+    else
+      h->observe_running = 0;
+  }
+  flyte_events_stop(h);
+}
+
+int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
+  flyte_host host, *h = &host;
+  char err[1024];
+  int rc = 1;
+  pthread_t signals;
+  int signals_started = 0;
+  flyte_http *http = NULL;
+
+  memset(h, 0, sizeof *h);
+  h->cfg = cfg;
+  h->pack_path = pack_path;
+  h->env = (flyte_core_env){h,          env_send_event, env_sleep,
+                            env_stopping, env_api_health, &h->cancel};
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_mutex_init(&h->health_mu, NULL);
+  pthread_mutex_init(&h->aux_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&h->cond, &ca);
+  pthread_condattr_destroy(&ca);
+
+  /* Signals go to the signal thread alone: block them everywhere else. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (cfg->api == NULL) {
+    fprintf(stderr, "flyte-host: FLYTE_API is not set (the flyte-api root "
+                    "URL, e.g. http://flyte:8080; or --api)\n");
+    rc = 2;
+    goto cleanup;
+  }
+  h->health_pack = flyte_pack_open(pack_path, &h->env, 0, err, sizeof err);
+  if (h->health_pack == NULL) {
+    fprintf(stderr, "flyte-host: %s\n", err);
+    rc = 2;
+    goto cleanup;
+  }
+  if (flyte_pack_describe(h->health_pack, cfg->labels, cfg->nlabels, &h->info,
+                          err, sizeof err) != 0) {
+    fprintf(stderr, "flyte-host: %s\n", err);
+    rc = 2;
+    goto cleanup;
+  }
+  if (cfg->jwt && strncmp(cfg->api, "http://", 7) == 0)
+    flyte_warn("FLYTE_JWT is set and FLYTE_API is plain http: the token will "
+               "cross the network unencrypted");
+
+  flyte_http_opts opts = flyte_host_http_opts(h);
+  http = flyte_http_new(&opts);
+  h->aux_http = flyte_http_new(&opts);
+  if (http == NULL || h->aux_http == NULL) goto cleanup;
+
+  if (pthread_create(&signals, NULL, signal_main, h) != 0) goto cleanup;
+  signals_started = 1;
+
+  if (cfg->health_port > 0) {
+    h->health = flyte_health_start(cfg->health_port, health_answer, h, err,
+                                   sizeof err);
+    if (h->health == NULL) {
+      flyte_error("%s", err);
+      goto cleanup;
+    }
+    flyte_info("health on port %d", cfg->health_port);
+  }
+
+  flyte_info("pack %s: %d command(s), %d worker(s), polling every %g s",
+             pack_path, h->info.ncommands,
+             h->info.ncommands ? cfg->workers : 0, cfg->poll_interval);
+  if (connect_api(h, http) == 0) {
+    if (start_threads(h) != 0) {
+      stop_threads(h);
+      goto cleanup;
+    }
+    /* Main thread: register again whenever the API forgets the pack. */
+    pthread_mutex_lock(&h->mu);
+    while (!atomic_load(&h->stopping)) {
+      if (h->need_register) {
+        pthread_mutex_unlock(&h->mu);
+        connect_api(h, http);
+        pthread_mutex_lock(&h->mu);
+        continue;
+      }
+      flyte_host_wait(h, 0);
+    }
+    pthread_mutex_unlock(&h->mu);
+  }
+  stop_threads(h);
+  flyte_info("stopped");
+  rc = 0;
+
+cleanup:
+  if (signals_started) {
+    pthread_kill(signals, SIGUSR1);
+    pthread_join(signals, NULL);
+  }
+  flyte_health_stop(h->health);
+  flyte_pack_close(h->health_pack);
+  flyte_pack_info_free(&h->info);
+  flyte_http_free(http);
+  flyte_http_free(h->aux_http);
+  flyte_api_root_free(&h->root);
+  flyte_api_pack_free(&h->api_pack);
+  free(h->workers);
+  pthread_cond_destroy(&h->cond);
+  pthread_mutex_destroy(&h->mu);
+  pthread_mutex_destroy(&h->health_mu);
+  pthread_mutex_destroy(&h->aux_mu);
+  return rc;
+}

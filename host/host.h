@@ -1,0 +1,92 @@
+/* host.h - the running host: settings, the API connection, the workers, the
+ * observe thread, the event sender, the health server, and stopping.
+ *
+ * Plain C; the Lua side is behind pack.h. Shared state lives in one
+ * flyte_host under one mutex; threads wait on its condition variable.
+ */
+#ifndef FLYTE_HOST_H
+#define FLYTE_HOST_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "api.h"
+#include "config.h"
+#include "health.h"
+#include "http.h"
+#include "pack.h"
+#include "state.h"
+
+typedef struct flyte_events flyte_events;
+
+typedef struct flyte_host {
+  const flyte_config *cfg;
+  const char *pack_path;
+  flyte_core_env env; /* what pack code reaches through flyte.core */
+
+  pthread_mutex_t mu;
+  pthread_cond_t cond; /* broadcast on any change below */
+  atomic_int stopping; /* SIGTERM/SIGINT seen: take no more actions */
+  atomic_int cancel;   /* abandon requests and sleeps at once */
+  double stop_deadline; /* monotonic: when the grace period ends */
+
+  /* the API connection (under mu) */
+  flyte_api_root root;
+  flyte_api_pack api_pack;
+  int registered;     /* api_pack is valid */
+  int need_register;  /* the API forgot the pack (404): register again */
+  char last_error[512];
+
+  /* polling (under mu) */
+  int hot;          /* the last take returned an action */
+  int leader;       /* a worker is waiting to poll */
+  double next_poll; /* monotonic: when the leader polls again */
+
+  flyte_pack_info info;
+  flyte_pack *health_pack; /* the first state loaded; used by health */
+  pthread_mutex_t health_mu;
+  flyte_http *aux_http; /* for api_health, under aux_mu */
+  pthread_mutex_t aux_mu;
+  flyte_health *health;
+
+  int nworkers;
+  pthread_t *workers;
+  int observe_running;
+  pthread_t observe;
+  flyte_events *events;
+} flyte_host;
+
+/* Runs `flyte-host run`: returns the process exit status. */
+int flyte_host_run(const flyte_config *cfg, const char *pack_path);
+
+/* HTTP options for talking to the flyte-api. */
+flyte_http_opts flyte_host_http_opts(flyte_host *h);
+
+/* Waits on the host's condition until `deadline` (monotonic seconds) or a
+ * broadcast; call with mu held. */
+void flyte_host_wait(flyte_host *h, double deadline);
+
+/* Sleeps up to `seconds` unless the host stops first: 1 slept, 0 stopped. */
+int flyte_host_sleep(flyte_host *h, double seconds);
+
+/* worker.c: one thread per worker: take, run, deliver. */
+void *flyte_worker_main(void *host);
+
+/* delivery.c: posting results and events, retried with backoff. */
+typedef enum {
+  FLYTE_DELIVERED = 0,
+  FLYTE_REFUSED = -1,  /* 400 or similar: the API will never take it */
+  FLYTE_ABANDONED = -2 /* the host stopped before it got through */
+} flyte_delivery;
+
+flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
+                             const char *body, size_t len, const char *what);
+
+int flyte_events_start(flyte_host *h, size_t capacity);
+/* Copies the body into the queue; -1 with a message when it is full. */
+int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
+                      size_t errlen);
+/* Delivers what is queued (until the grace deadline), then stops. */
+void flyte_events_stop(flyte_host *h);
+
+#endif

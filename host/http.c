@@ -1,0 +1,226 @@
+/* http.c - a small HTTP client on libcurl, one per thread.
+ *
+ * One easy handle per client, reused so that libcurl keeps the connection
+ * alive; response bodies go into a capped buffer owned by the client.
+ */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_BODY (8u << 20)
+#define MAX_HEADERS (64u << 10)
+
+typedef struct {
+  char *data;
+  size_t len, cap, max;
+  int overflow;
+} buffer;
+
+struct flyte_http {
+  CURL *curl;
+  char *auth_header; /* "Authorization: Bearer ..." or NULL */
+  int insecure;
+  long timeout_ms;
+  const atomic_int *cancel;
+  buffer body, headers;
+  long connects;
+};
+
+int flyte_http_global_init(void) {
+  return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void flyte_http_global_cleanup(void) { curl_global_cleanup(); }
+
+/* Appends to a capped buffer; returns 0, or -1 when over the cap or out of
+ * memory (the buffer keeps what it had). */
+static int buffer_add(buffer *b, const char *p, size_t n) {
+  if (b->len + n + 1 > b->max) {
+    b->overflow = 1;
+    return -1;
+  }
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1) cap *= 2;
+    if (cap > b->max) cap = b->max;
+    char *data = realloc(b->data, cap);
+    if (data == NULL) return -1;
+    b->data = data;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+static void buffer_reset(buffer *b) {
+  b->len = 0;
+  b->overflow = 0;
+  if (b->data) b->data[0] = '\0';
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  buffer *b = ud;
+  return buffer_add(b, p, size * n) == 0 ? size * n : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  buffer *b = ud;
+  /* A new status line (after a redirect or 100-continue) starts afresh. */
+  if (n * size > 5 && strncmp(p, "HTTP/", 5) == 0) buffer_reset(b);
+  return buffer_add(b, p, size * n) == 0 ? size * n : 0;
+}
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                       curl_off_t un) {
+  (void)dt, (void)dn, (void)ut, (void)un;
+  const atomic_int *cancel = ud;
+  return cancel && atomic_load(cancel) ? 1 : 0;
+}
+
+flyte_http *flyte_http_new(const flyte_http_opts *opts) {
+  flyte_http *h = calloc(1, sizeof *h);
+  if (h == NULL) return NULL;
+  h->curl = curl_easy_init();
+  if (h->curl == NULL) goto fail;
+  if (opts->bearer && opts->bearer[0]) {
+    size_t n = strlen(opts->bearer) + sizeof "Authorization: Bearer ";
+    h->auth_header = malloc(n);
+    if (h->auth_header == NULL) goto fail;
+    snprintf(h->auth_header, n, "Authorization: Bearer %s", opts->bearer);
+  }
+  h->insecure = opts->insecure;
+  h->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
+  h->cancel = opts->cancel;
+  h->body.max = opts->max_body ? opts->max_body : DEFAULT_MAX_BODY;
+  h->headers.max = MAX_HEADERS;
+  return h;
+fail:
+  flyte_http_free(h);
+  return NULL;
+}
+
+void flyte_http_free(flyte_http *h) {
+  if (h == NULL) return;
+  if (h->curl) curl_easy_cleanup(h->curl);
+  if (h->auth_header) {
+    /* The token is a secret: do not leave it in freed memory. */
+    memset(h->auth_header, 0, strlen(h->auth_header));
+    free(h->auth_header);
+  }
+  free(h->body.data);
+  free(h->headers.data);
+  free(h);
+}
+
+long flyte_http_connects(const flyte_http *h) { return h->connects; }
+
+int flyte_http_request(flyte_http *h, const flyte_http_req *req,
+                       flyte_http_resp *resp) {
+  CURL *c = h->curl;
+  struct curl_slist *list = NULL, *tmp;
+  int rc = -1;
+  CURLcode cc;
+
+  memset(resp, 0, sizeof *resp);
+  buffer_reset(&h->body);
+  buffer_reset(&h->headers);
+  curl_easy_reset(c);
+
+#define ADD_HEADER(line)                                  \
+  do {                                                    \
+    if ((tmp = curl_slist_append(list, (line))) == NULL) { \
+      snprintf(resp->error, sizeof resp->error, "out of memory"); \
+      goto cleanup;                                       \
+    }                                                     \
+    list = tmp;                                           \
+  } while (0)
+
+  if (h->auth_header) ADD_HEADER(h->auth_header);
+  if (req->json) {
+    ADD_HEADER("Accept: application/json");
+    if (req->body) ADD_HEADER("Content-Type: application/json");
+  }
+  for (const char *const *p = req->headers; p && *p; p++) ADD_HEADER(*p);
+  /* libcurl would otherwise wait for "100 Continue" on larger bodies. */
+  ADD_HEADER("Expect:");
+#undef ADD_HEADER
+
+  long timeout = req->timeout_ms > 0 ? req->timeout_ms : h->timeout_ms;
+  if ((cc = curl_easy_setopt(c, CURLOPT_URL, req->url)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, list)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_WRITEDATA, &h->body)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https")) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "")) != CURLE_OK)
+    goto setopt_failed;
+  if (strcmp(req->method, "GET") == 0) {
+    if ((cc = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L)) != CURLE_OK)
+      goto setopt_failed;
+  }
+  if (req->body || strcmp(req->method, "POST") == 0 ||
+      strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0) {
+    const char *body = req->body ? req->body : "";
+    if ((cc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                               (curl_off_t)(req->body ? req->body_len : 0))) !=
+            CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body)) != CURLE_OK)
+      goto setopt_failed;
+  }
+  if (req->want_headers) {
+    if ((cc = curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header)) !=
+            CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_HEADERDATA, &h->headers)) != CURLE_OK)
+      goto setopt_failed;
+  }
+  if (h->cancel) {
+    if ((cc = curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress)) !=
+            CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)h->cancel)) !=
+            CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L)) != CURLE_OK)
+      goto setopt_failed;
+  }
+  if (h->insecure) {
+    if ((cc = curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L)) != CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L)) != CURLE_OK)
+      goto setopt_failed;
+  }
+
+  cc = curl_easy_perform(c);
+  long connects = 0;
+  if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+    h->connects += connects;
+  if (cc != CURLE_OK) {
+    if (h->body.overflow)
+      snprintf(resp->error, sizeof resp->error,
+               "response body larger than %zu bytes", h->body.max - 1);
+    else if (cc == CURLE_ABORTED_BY_CALLBACK)
+      snprintf(resp->error, sizeof resp->error, "request cancelled");
+    else
+      snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(cc));
+    goto cleanup;
+  }
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+  resp->body = h->body.data ? h->body.data : "";
+  resp->body_len = h->body.len;
+  resp->headers = h->headers.data ? h->headers.data : "";
+  resp->headers_len = h->headers.len;
+  rc = 0;
+  goto cleanup;
+
+setopt_failed:
+  snprintf(resp->error, sizeof resp->error, "libcurl: %s",
+           curl_easy_strerror(cc));
+cleanup:
+  curl_slist_free_all(list);
+  return rc;
+}

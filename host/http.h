@@ -1,0 +1,60 @@
+/* http.h - a small HTTP client on libcurl, one per thread.
+ *
+ * Plain C. A client owns one easy handle that it reuses, so connections are
+ * kept alive between requests. Response bodies are capped: a huge or endless
+ * body is an error, not an out-of-memory.
+ */
+#ifndef FLYTE_HTTP_H
+#define FLYTE_HTTP_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+typedef struct flyte_http flyte_http;
+
+typedef struct {
+  const char *bearer;       /* token for "Authorization: Bearer"; NULL: none */
+  int insecure;             /* skip TLS verification */
+  long timeout_ms;          /* default per-request timeout */
+  size_t max_body;          /* cap on a response body; 0: 8 MiB */
+  const atomic_int *cancel; /* when non-zero, requests stop; may be NULL */
+} flyte_http_opts;
+
+typedef struct {
+  const char *method; /* "GET", "POST", ... */
+  const char *url;
+  const char *body; /* may be NULL */
+  size_t body_len;
+  const char *const *headers; /* "Name: value" lines, NULL-ended; may be NULL */
+  long timeout_ms;            /* 0: the client's default */
+  int json;                   /* send Accept (and Content-Type) JSON headers */
+  int want_headers;           /* collect response headers */
+} flyte_http_req;
+
+typedef struct {
+  long status;        /* HTTP status; 0 when no response was read */
+  const char *body;   /* NUL-terminated; borrowed until the next request */
+  size_t body_len;
+  const char *headers; /* raw header block when asked for; borrowed */
+  size_t headers_len;
+  char error[256];    /* what went wrong when the request failed */
+} flyte_http_resp;
+
+/* Call once from main before any thread starts (curl_global_init). */
+int flyte_http_global_init(void);
+void flyte_http_global_cleanup(void);
+
+/* Copies what it needs from opts. Returns NULL when out of memory. */
+flyte_http *flyte_http_new(const flyte_http_opts *opts);
+void flyte_http_free(flyte_http *h);
+
+/* Sends a request and reads the whole response. Returns 0 when a response
+ * arrived (whatever its status), a negative number when the request failed
+ * (resp->error says why). */
+int flyte_http_request(flyte_http *h, const flyte_http_req *req,
+                       flyte_http_resp *resp);
+
+/* Number of new connections this client opened (for tests and figures). */
+long flyte_http_connects(const flyte_http *h);
+
+#endif

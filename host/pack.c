@@ -1,0 +1,283 @@
+/* pack.c - a pack loaded in a Lua state of its own.
+ *
+ * Loads the pack through flyte.runner (lua/flyte/runner.lua), keeps the
+ * runner and the pack table in the registry, and turns every call's outcome
+ * into plain C data: JSON bodies, names, flags.
+ */
+#include "pack.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+
+struct flyte_pack {
+  lua_State *L;
+  int runner; /* registry ref: the flyte.runner module */
+  int pack;   /* registry ref: the pack table */
+};
+
+/* Pushes runner[name]. stack: [] -> [fn] */
+static void push_runner_fn(flyte_pack *p, const char *name) {
+  lua_rawgeti(p->L, LUA_REGISTRYINDEX, p->runner);
+  lua_getfield(p->L, -1, name);
+  lua_remove(p->L, -2);
+}
+
+static char *dup_top_string(lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (s == NULL) return NULL;
+  char *copy = malloc(len + 1);
+  if (copy) memcpy(copy, s, len + 1);
+  return copy;
+}
+
+flyte_pack *flyte_pack_open(const char *path, const flyte_core_env *env,
+                            size_t memory_limit, char *err, size_t errlen) {
+  flyte_pack *p = calloc(1, sizeof *p);
+  char *dir = strdup(path);
+  if (p == NULL || dir == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    *slash = '\0';
+  else
+    strcpy(dir, ".");
+  flyte_state_opts opts = {env, dir, memory_limit};
+  p->L = flyte_state_open(&opts, err, errlen);
+  if (p->L == NULL) goto fail;
+  lua_State *L = p->L;
+
+  /* runner = require "flyte.runner"; pack, why = runner.load(path) */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "flyte.runner");
+  if (flyte_state_call(L, 1, 1, 0, err, errlen) != FLYTE_CALL_OK) goto fail;
+  lua_pushvalue(L, -1);
+  p->runner = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "load");
+  lua_pushstring(L, path);
+  if (flyte_state_call(L, 1, 2, 0, err, errlen) != FLYTE_CALL_OK) goto fail;
+  if (lua_isnil(L, -2)) { /* stack: runner nil why */
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    goto fail;
+  }
+  lua_pop(L, 1);
+  p->pack = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, 0);
+  free(dir);
+  return p;
+fail:
+  free(dir);
+  flyte_pack_close(p);
+  return NULL;
+}
+
+void flyte_pack_close(flyte_pack *p) {
+  if (p == NULL) return;
+  flyte_state_close(p->L);
+  free(p);
+}
+
+int flyte_pack_describe(flyte_pack *p, const flyte_label *labels,
+                        size_t nlabels, flyte_pack_info *info, char *err,
+                        size_t errlen) {
+  lua_State *L = p->L;
+  memset(info, 0, sizeof *info);
+  push_runner_fn(p, "describe");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+  lua_createtable(L, 0, (int)nlabels);
+  for (size_t i = 0; i < nlabels; i++) {
+    lua_pushstring(L, labels[i].value);
+    lua_setfield(L, -2, labels[i].key);
+  }
+  if (flyte_state_call(L, 2, 3, 0, err, errlen) != FLYTE_CALL_OK) return -1;
+  info->registration = dup_top_string(L, -3);
+  info->ncommands = (int)lua_tointeger(L, -2);
+  info->has_observe = lua_toboolean(L, -1);
+  lua_settop(L, 0);
+  if (info->registration == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+void flyte_pack_info_free(flyte_pack_info *info) {
+  free(info->registration);
+  memset(info, 0, sizeof *info);
+}
+
+/* A FATAL body built in C, for the cases where Lua cannot build it. */
+static char *fatal_body(const char *text) {
+  char when[40];
+  flyte_time_rfc3339(when, sizeof when, 6);
+  json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
+                        "createdAt", when);
+  char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(o);
+  return body;
+}
+
+/* The command's own timeout, or 0. */
+static double command_timeout(flyte_pack *p, const char *command) {
+  lua_State *L = p->L;
+  double t = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+  if (lua_getfield(L, -1, "commands") == LUA_TTABLE &&
+      lua_getfield(L, -1, command) == LUA_TTABLE &&
+      lua_getfield(L, -1, "timeout") == LUA_TNUMBER)
+    t = lua_tonumber(L, -1);
+  lua_settop(L, 0);
+  return t;
+}
+
+void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
+                    double default_timeout, flyte_pack_result *out) {
+  lua_State *L = p->L;
+  char err[1024], why[256];
+  memset(out, 0, sizeof *out);
+  double timeout = command_timeout(p, command);
+  if (timeout <= 0) timeout = default_timeout;
+
+  push_runner_fn(p, "run");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+  lua_pushstring(L, command);
+  if (input == NULL) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  } else if (flyte_json_push(L, input, why, sizeof why) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+  } else {
+    lua_pushnil(L);
+  }
+  double start = flyte_monotime();
+  flyte_call_status st = flyte_state_call(L, 4, 3, timeout, err, sizeof err);
+  out->seconds = flyte_monotime() - start;
+
+  char text[1200];
+  switch (st) {
+  case FLYTE_CALL_OK:
+    out->body = dup_top_string(L, -3);
+    snprintf(out->event, sizeof out->event, "%s",
+             lua_tostring(L, -2) ? lua_tostring(L, -2) : "?");
+    out->fatal = lua_toboolean(L, -1);
+    lua_settop(L, 0);
+    if (out->body) return;
+    snprintf(text, sizeof text, "command '%s': the host ran out of memory",
+             command);
+    break;
+  case FLYTE_CALL_TIMEOUT:
+    snprintf(text, sizeof text, "command '%s' timed out after %g s", command,
+             timeout);
+    out->state_broken = 1;
+    break;
+  case FLYTE_CALL_MEMORY:
+    snprintf(text, sizeof text, "command '%s' ran out of memory", command);
+    out->state_broken = 1;
+    break;
+  default:
+    snprintf(text, sizeof text, "command '%s' failed in the host: %s",
+             command, err);
+    break;
+  }
+  lua_settop(L, 0);
+  out->body = fatal_body(text);
+  snprintf(out->event, sizeof out->event, "FATAL");
+  out->fatal = 1;
+}
+
+char *flyte_pack_health(flyte_pack *p, double timeout, int *healthy) {
+  lua_State *L = p->L;
+  char err[512];
+  json_t *all = json_object();
+  *healthy = 1;
+  push_runner_fn(p, "health_names");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+  if (flyte_state_call(L, 1, 1, timeout, err, sizeof err) != FLYTE_CALL_OK) {
+    json_object_set_new(all, "HealthChecks",
+                        json_pack("{s:b, s:s}", "healthy", 0, "status", err));
+    *healthy = 0;
+    goto done;
+  }
+  lua_Integer n = luaL_len(L, 1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i); /* stack: names name */
+    const char *name = lua_tostring(L, -1);
+    char *key = strdup(name ? name : "?");
+    lua_pop(L, 1);
+    push_runner_fn(p, "health_check");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+    lua_pushstring(L, key);
+    flyte_call_status st = flyte_state_call(L, 2, 2, timeout, err, sizeof err);
+    json_t *entry = NULL;
+    if (st == FLYTE_CALL_OK) {
+      entry = json_loads(lua_tostring(L, -2), JSON_DECODE_ANY, NULL);
+      if (!lua_toboolean(L, -1)) *healthy = 0;
+      lua_pop(L, 2);
+    } else {
+      char status[700];
+      if (st == FLYTE_CALL_TIMEOUT)
+        snprintf(status, sizeof status, "check timed out after %g s",
+                 timeout);
+      else
+        snprintf(status, sizeof status, "check failed: %s", err);
+      entry = json_pack("{s:b, s:s}", "healthy", 0, "status", status);
+      *healthy = 0;
+    }
+    if (entry) json_object_set_new(all, key, entry);
+    free(key);
+  }
+done:
+  lua_settop(L, 0);
+  char *text = json_dumps(all, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(all);
+  return text;
+}
+
+int flyte_pack_observe(flyte_pack *p, char *err, size_t errlen) {
+  lua_State *L = p->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+  lua_getfield(L, -1, "observe");
+  lua_remove(L, -2);
+  if (!lua_isfunction(L, -1)) {
+    lua_settop(L, 0);
+    return 0;
+  }
+  int rc = flyte_state_call(L, 0, 0, 0, err, errlen) == FLYTE_CALL_OK ? 0 : -1;
+  lua_settop(L, 0);
+  return rc;
+}
+
+/* Calls runner-free Lua code on the codec: pretty-prints a body. */
+static char *pretty(flyte_pack *p, const char *json, int event_only) {
+  lua_State *L = p->L;
+  char err[256];
+  char *text = NULL;
+  flyte_json_setup(L);
+  if (flyte_json_decode(L, json, strlen(json), err, sizeof err) != 0)
+    return NULL;
+  if (event_only && lua_istable(L, -1)) {
+    lua_pushnil(L);
+    lua_setfield(L, -2, "createdAt");
+  }
+  size_t len;
+  if (flyte_json_encode(L, -1, 1, NULL, &text, &len, err, sizeof err) != 0)
+    text = NULL;
+  lua_settop(L, 0);
+  return text;
+}
+
+char *flyte_pack_pretty_event(flyte_pack *p, const char *body) {
+  return pretty(p, body, 1);
+}
+
+char *flyte_pack_pretty(flyte_pack *p, const char *json) {
+  return pretty(p, json, 0);
+}

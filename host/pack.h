@@ -1,0 +1,65 @@
+/* pack.h - a pack loaded in a Lua state of its own.
+ *
+ * The binding between the host's plain C and the pack's Lua: each worker,
+ * the observe thread and the health server own one flyte_pack, built from
+ * the pack file by the same function. Only plain C data goes in and out.
+ */
+#ifndef FLYTE_PACK_H
+#define FLYTE_PACK_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "state.h"
+
+typedef struct flyte_pack flyte_pack;
+
+typedef struct {
+  char *registration; /* the registration body, JSON; owned */
+  int ncommands;
+  int has_observe;
+} flyte_pack_info;
+
+typedef struct {
+  char *body;        /* the result body to post, JSON; owned */
+  char event[128];   /* its event name (cut to fit) */
+  int fatal;         /* the event is FATAL */
+  int state_broken;  /* timed out or out of memory: rebuild the state */
+  double seconds;    /* how long the handler ran */
+} flyte_pack_result;
+
+/* Loads and checks the pack file in a new state. NULL with a message (file
+ * and line where it has them) on failure. */
+flyte_pack *flyte_pack_open(const char *path, const flyte_core_env *env,
+                            size_t memory_limit, char *err, size_t errlen);
+void flyte_pack_close(flyte_pack *p);
+
+/* Describes the pack; `labels` (FLYTE_LABELS) win over the pack's own.
+ * Returns 0 or -1 with a message. Free info with flyte_pack_info_free. */
+int flyte_pack_describe(flyte_pack *p, const flyte_label *labels,
+                        size_t nlabels, flyte_pack_info *info, char *err,
+                        size_t errlen);
+void flyte_pack_info_free(flyte_pack_info *info);
+
+/* Runs one action and always produces a result body: the handler's event,
+ * or the FATAL event the contract describes. `input` is borrowed (NULL when
+ * absent). `default_timeout` applies when the command sets none (0: none). */
+void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
+                    double default_timeout, flyte_pack_result *out);
+
+/* Runs every health check, each cut off after `timeout` seconds. Returns
+ * the health JSON (caller frees) and sets *healthy. */
+char *flyte_pack_health(flyte_pack *p, double timeout, int *healthy);
+
+/* Runs pack.observe until it returns. Returns 0, or -1 with a message. */
+int flyte_pack_observe(flyte_pack *p, char *err, size_t errlen);
+
+/* Decodes a result body and re-encodes its event and payload, indented,
+ * for a person (flyte-host invoke). Caller frees; NULL on failure. */
+char *flyte_pack_pretty_event(flyte_pack *p, const char *body);
+
+/* Pretty-prints any JSON text (flyte-host check). Caller frees. */
+char *flyte_pack_pretty(flyte_pack *p, const char *json);
+
+#endif

@@ -1,0 +1,1096 @@
+/* standin.c - a stand-in flyte-api, all state in memory.
+ *
+ * libmicrohttpd serves each connection on its own thread; one mutex guards
+ * the packs, actions, events and counters. The API paths follow
+ * flyte-api.md (and flyte-api's handlers); /dev/ paths queue actions and
+ * show what arrived.
+ */
+#include "standin.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_BODY (8u << 20)
+#define JSON_TYPE "application/json"
+
+enum { ST_NEW, ST_PENDING, ST_DONE };
+static const char *const STATE_NAME[] = {"NEW", "PENDING", "DONE"};
+
+/* Request counters, named as /dev/state shows them. */
+enum { C_DISCOVERY, C_REGISTER, C_TAKE, C_TAKE_ACTION, C_RESULT, C_EVENT,
+       C_HEALTH, C_COUNT };
+static const char *const COUNTER_NAME[] = {"discovery", "register", "take",
+  "take_action", "result", "event", "health"};
+
+/* API routes; the ones from R_PACK on carry a pack id in the path. */
+typedef enum { R_NONE, R_DISCOVERY, R_HEALTH, R_REGISTER, R_PACK, R_TAKE,
+               R_RESULT, R_EVENT } route_kind;
+static const struct { const char *method; int counter; } ROUTE[] = {
+  [R_NONE] = {"", -1}, [R_DISCOVERY] = {"GET", C_DISCOVERY},
+  [R_HEALTH] = {"GET", C_HEALTH}, [R_REGISTER] = {"POST", C_REGISTER},
+  [R_PACK] = {"GET", -1}, [R_TAKE] = {"POST", C_TAKE},
+  [R_RESULT] = {"POST", C_RESULT}, [R_EVENT] = {"POST", C_EVENT}};
+
+typedef struct {
+  char *id;
+  json_t *registration; /* the latest request body, as received */
+  long registrations;
+  struct timespec last_seen;
+} pack_rec;
+
+typedef struct {
+  long id;
+  char *pack, *command;
+  json_t *input;  /* NULL: absent */
+  int state;
+  json_t *result; /* NULL until DONE */
+} action_rec;
+
+typedef struct {
+  char *pack;
+  json_t *body;
+} event_rec;
+
+struct flyte_standin {
+  struct MHD_Daemon *daemon;
+  int port;
+  char hostport[64]; /* for requests without a Host header */
+  char *jwt;
+  flyte_standin_notify notify;
+  void *notify_ud;
+  pthread_mutex_t lock; /* guards everything below */
+  pack_rec *packs;
+  size_t npacks, packs_cap;
+  long last_pack; /* index of the pack registered last, or -1 */
+  action_rec *actions;
+  size_t nactions, actions_cap;
+  long next_action;
+  event_rec *events;
+  size_t nevents, events_cap;
+  long counts[C_COUNT];
+  long connections;
+  char *authorization;
+};
+
+/* One request's body, accumulated across calls (MHD's req_cls). */
+typedef struct {
+  char *data;
+  size_t len, cap;
+  int too_big, replied;
+} body_buf;
+
+/* What a handler sees of the request. */
+typedef struct {
+  struct MHD_Connection *conn;
+  const char *base; /* "http://" + Host */
+  const char *body;
+  size_t len;
+  char *pack; /* pack id from the path (owned), or NULL */
+  long action; /* action id from the path, or 0 */
+} request;
+
+/* What a handler answers; finish() sends it and frees it. */
+typedef struct {
+  unsigned status;
+  json_t *body;          /* NULL: empty body */
+  char *location;        /* Location header, or NULL */
+  const char *allow;     /* Allow header (405), or NULL */
+  const char *note_kind; /* for the notify callback, or NULL */
+  char *note_pack;
+  json_t *note_body;
+} reply;
+
+static void fail(reply *out, unsigned status, const char *msg) {
+  json_decref(out->body);
+  out->status = status;
+  out->body = json_pack("{s:s}", "error", msg);
+}
+
+/* Concatenates NUL-terminated strings; caller frees; NULL when out of
+ * memory. Use through CAT(). */
+static char *str_cat(const char *first, ...) {
+  va_list ap;
+  const char *p;
+  size_t n = 0;
+  char *out, *w;
+  va_start(ap, first);
+  for (p = first; p != NULL; p = va_arg(ap, const char *)) n += strlen(p);
+  va_end(ap);
+  if ((out = w = malloc(n + 1)) == NULL) return NULL;
+  va_start(ap, first);
+  for (p = first; p != NULL; p = va_arg(ap, const char *)) w = stpcpy(w, p);
+  va_end(ap);
+  return out;
+}
+#define CAT(...) str_cat(__VA_ARGS__, (const char *)NULL)
+
+/* Percent-encodes all but unreserved characters, for a path segment or a
+ * query value; caller frees. */
+static char *escape(const char *s) {
+  static const char HEX[] = "0123456789ABCDEF";
+  char *out = malloc(strlen(s) * 3 + 1), *w = out;
+  if (out == NULL) return NULL;
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9') || strchr("-._~", c) != NULL) {
+      *w++ = (char)c;
+    } else {
+      *w++ = '%';
+      *w++ = HEX[c >> 4];
+      *w++ = HEX[c & 15];
+    }
+  }
+  *w = '\0';
+  return out;
+}
+
+/* Makes room for one more element; returns the (moved) array, or NULL when
+ * out of memory (the old one is kept). */
+static void *grow(void *arr, size_t *cap, size_t n, size_t size) {
+  size_t ncap = *cap ? *cap * 2 : 16;
+  void *p;
+  if (n < *cap) return arr;
+  if ((p = realloc(arr, ncap * size)) != NULL) *cap = ncap;
+  return p;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+static void format_time(const struct timespec *t, char out[48]) {
+  struct tm tm;
+  size_t n;
+  gmtime_r(&t->tv_sec, &tm);
+  n = strftime(out, 48, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + n, 48 - n, ".%06ldZ", t->tv_nsec / 1000);
+}
+
+/* Reads n digits; 0 when one is not a digit (stops at the NUL). */
+static int digits(const char *s, int n, int *value) {
+  *value = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    *value = *value * 10 + (s[i] - '0');
+  }
+  return 1;
+}
+
+/* Whether s is an RFC 3339 date-time as Go's time.Time takes it from JSON:
+ * YYYY-MM-DDTHH:MM:SS[.digits](Z|+HH:MM|-HH:MM), fields in range. */
+static int is_rfc3339(const char *s) {
+  static const int MDAYS[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int y, mo, d, h, mi, sec, oh, om, leap;
+  if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
+      s[7] != '-' || !digits(s + 8, 2, &d) || s[10] != 'T' ||
+      !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) ||
+      s[16] != ':' || !digits(s + 17, 2, &sec))
+    return 0;
+  s += 19;
+  if (*s == '.') {
+    if (s[1] < '0' || s[1] > '9') return 0;
+    for (s++; *s >= '0' && *s <= '9'; s++) continue;
+  }
+  if (*s == 'Z') {
+    s++;
+  } else if (*s == '+' || *s == '-') {
+    if (!digits(s + 1, 2, &oh) || s[3] != ':' || !digits(s + 4, 2, &om) ||
+        oh > 23 || om > 59)
+      return 0;
+    s += 6;
+  } else {
+    return 0;
+  }
+  if (*s != '\0' || mo < 1 || mo > 12 || d < 1) return 0;
+  leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return d <= MDAYS[mo - 1] + (mo == 2 && leap) && h <= 23 && mi <= 59 &&
+         sec <= 59;
+}
+
+/* A result or event body: {"event": string, "createdAt": RFC 3339, ...}. */
+static int is_event_body(json_t *body) {
+  json_t *ev = json_object_get(body, "event");
+  json_t *at = json_object_get(body, "createdAt");
+  return json_is_object(body) && json_is_string(ev) && json_is_string(at) &&
+         strlen(json_string_value(at)) == json_string_length(at) &&
+         is_rfc3339(json_string_value(at));
+}
+
+/* Appends {"href": href, "rel": rel}; takes both (either may be NULL, which
+ * fails). Returns 0 or -1. */
+static int add_link(json_t *links, json_t *href, json_t *rel) {
+  json_t *l = json_object();
+  int rc = json_object_set_new(l, "href", href);
+  rc |= json_object_set_new(l, "rel", rel);
+  if (rc != 0) {
+    json_decref(l);
+    return -1;
+  }
+  return json_array_append_new(links, l);
+}
+
+/* flyte-api's pattern for rels a pack may not use. */
+static int rel_collides(const char *rel) {
+  return strstr(rel, "up") != NULL || strstr(rel, "self") != NULL ||
+         ends_with(rel, "/actionResult") || ends_with(rel, "/takeAction") ||
+         ends_with(rel, "/event");
+}
+
+static int is_set(json_t *v) { return v != NULL && !json_is_null(v); }
+
+/* Checks a registration body; returns NULL or what is wrong. */
+static const char *check_pack(json_t *p) {
+  json_t *v, *e, *list;
+  const char *key;
+  size_t i, j;
+  if (!json_is_object(p)) return "pack must be a JSON object";
+  v = json_object_get(p, "name");
+  if (!json_is_string(v) || json_string_length(v) == 0)
+    return "pack.name must be a non-empty string";
+  if (is_set(list = json_object_get(p, "labels"))) {
+    if (!json_is_object(list)) return "pack.labels must be an object";
+    json_object_foreach(list, key, v) {
+      if (!json_is_string(v)) return "pack.labels values must be strings";
+    }
+  }
+  list = json_object_get(p, "commands");
+  if (is_set(list) && !json_is_array(list))
+    return "pack.commands must be an array";
+  json_array_foreach(list, i, v) {
+    json_t *evs = json_object_get(v, "events");
+    if (!json_is_string(json_object_get(v, "name")))
+      return "pack.commands[].name must be a string";
+    if (!json_is_array(evs)) return "pack.commands[].events must be an array";
+    json_array_foreach(evs, j, e) {
+      if (!json_is_string(e))
+        return "pack.commands[].events must hold strings";
+    }
+  }
+  list = json_object_get(p, "events");
+  if (is_set(list) && !json_is_array(list))
+    return "pack.events must be an array";
+  json_array_foreach(list, i, v) {
+    if (!json_is_string(json_object_get(v, "name")))
+      return "pack.events[].name must be a string";
+  }
+  list = json_object_get(p, "links");
+  if (is_set(list) && !json_is_array(list))
+    return "pack.links must be an array";
+  json_array_foreach(list, i, v) {
+    json_t *rel = json_object_get(v, "rel");
+    if (!json_is_string(json_object_get(v, "href")) || !json_is_string(rel))
+      return "pack.links[] must have string href and rel";
+    if (rel_collides(json_string_value(rel)))
+      return "pack.links[].rel collides with flyte's own links";
+  }
+  return NULL;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* name, then ".key.value" for each label in key order; caller frees. */
+static char *pack_id_of(json_t *p) {
+  json_t *labels = json_object_get(p, "labels"), *v;
+  const char *name = json_string_value(json_object_get(p, "name")), *key;
+  const char **keys = NULL;
+  size_t n = json_object_size(labels), i = 0, len = strlen(name);
+  char *id = NULL, *w;
+  if (n > 0 && (keys = malloc(n * sizeof *keys)) == NULL) goto cleanup;
+  json_object_foreach(labels, key, v) {
+    keys[i++] = key;
+    len += 2 + strlen(key) + strlen(json_string_value(v));
+  }
+  qsort(keys, n, sizeof *keys, cmp_str);
+  if ((id = w = malloc(len + 1)) == NULL) goto cleanup;
+  w = stpcpy(w, name);
+  for (i = 0; i < n; i++) {
+    *w++ = '.';
+    w = stpcpy(w, keys[i]);
+    *w++ = '.';
+    w = stpcpy(w, json_string_value(json_object_get(labels, keys[i])));
+  }
+cleanup:
+  free(keys);
+  return id;
+}
+
+static pack_rec *find_pack(flyte_standin *s, const char *id) {
+  for (size_t i = 0; i < s->npacks; i++) {
+    if (strcmp(s->packs[i].id, id) == 0) return &s->packs[i];
+  }
+  return NULL;
+}
+
+static action_rec *find_action(flyte_standin *s, long id) {
+  for (size_t i = 0; i < s->nactions; i++) {
+    if (s->actions[i].id == id) return &s->actions[i];
+  }
+  return NULL;
+}
+
+/* The stored pack as flyte-api echoes it; NULL when out of memory. */
+static json_t *pack_echo(const char *base, const pack_rec *p) {
+  json_t *e = json_deep_copy(p->registration), *links, *cmd;
+  char *eid = escape(p->id), when[48];
+  size_t i;
+  int rc = 0;
+  if (e == NULL || eid == NULL) goto fail;
+  format_time(&p->last_seen, when);
+  rc |= json_object_set_new(e, "id", json_string(p->id));
+  rc |= json_object_set_new(e, "lastSeen", json_string(when));
+  rc |= json_object_set_new(e, "status", json_string("ok"));
+  json_array_foreach(json_object_get(e, "commands"), i, cmd) {
+    char *name = escape(json_string_value(json_object_get(cmd, "name")));
+    json_t *cl = json_array();
+    rc |= name == NULL || add_link(cl,
+        json_sprintf("%s/v1/packs/%s/actions/take?commandName=%s", base, eid,
+                     name),
+        json_sprintf("%s/swagger#!/action/takeAction", base));
+    rc |= json_object_set_new(cmd, "links", cl);
+    free(name);
+  }
+  if (!json_is_array(json_object_get(e, "links")))
+    rc |= json_object_set_new(e, "links", json_array());
+  if (rc != 0) goto fail;
+  links = json_object_get(e, "links");
+  if (add_link(links, json_sprintf("%s/v1/packs/%s", base, eid),
+               json_string("self")) ||
+      add_link(links, json_sprintf("%s/v1/packs", base), json_string("up")) ||
+      add_link(links, json_sprintf("%s/v1/packs/%s/actions/take", base, eid),
+               json_sprintf("%s/swagger#!/action/takeAction", base)) ||
+      add_link(links, json_sprintf("%s/v1/packs/%s/events", base, eid),
+               json_sprintf("%s/swagger#/event", base)))
+    goto fail;
+  free(eid);
+  return e;
+fail:
+  free(eid);
+  json_decref(e);
+  return NULL;
+}
+
+/* An action as /dev/ shows it; NULL when out of memory. */
+static json_t *action_json(const action_rec *a) {
+  return json_pack("{s:I, s:s, s:s, s:O?, s:s, s:O?}", "id", (json_int_t)a->id,
+                   "pack", a->pack, "command", a->command, "input", a->input,
+                   "state", STATE_NAME[a->state], "result", a->result);
+}
+
+/* Queues an action; call with the lock held. input is borrowed (NULL:
+ * absent); pack_id NULL means the pack registered last. Returns the action
+ * (valid until the lock is released), or NULL with *status and *msg. */
+static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
+                                  const char *command, json_t *input,
+                                  unsigned *status, const char **msg) {
+  pack_rec *p = pack_id != NULL ? find_pack(s, pack_id)
+              : s->last_pack >= 0 ? &s->packs[s->last_pack] : NULL;
+  action_rec *arr, *a;
+  if (p == NULL) {
+    *status = 404;
+    *msg = pack_id != NULL ? "no such pack" : "no pack has registered yet";
+    return NULL;
+  }
+  arr = grow(s->actions, &s->actions_cap, s->nactions, sizeof *arr);
+  if (arr == NULL) goto oom;
+  s->actions = arr;
+  a = &arr[s->nactions];
+  memset(a, 0, sizeof *a);
+  a->pack = strdup(p->id);
+  a->command = strdup(command);
+  if (a->pack == NULL || a->command == NULL) {
+    free(a->pack);
+    free(a->command);
+    goto oom;
+  }
+  a->id = s->next_action++;
+  a->input = input != NULL ? json_incref(input) : NULL;
+  a->state = ST_NEW;
+  s->nactions++;
+  return a;
+oom:
+  *status = 500;
+  *msg = "out of memory";
+  return NULL;
+}
+
+static void clear_state(flyte_standin *s) {
+  size_t i;
+  for (i = 0; i < s->npacks; i++) {
+    free(s->packs[i].id);
+    json_decref(s->packs[i].registration);
+  }
+  for (i = 0; i < s->nactions; i++) {
+    free(s->actions[i].pack);
+    free(s->actions[i].command);
+    json_decref(s->actions[i].input);
+    json_decref(s->actions[i].result);
+  }
+  for (i = 0; i < s->nevents; i++) {
+    free(s->events[i].pack);
+    json_decref(s->events[i].body);
+  }
+  free(s->packs);
+  free(s->actions);
+  free(s->events);
+  free(s->authorization);
+  s->packs = NULL;
+  s->actions = NULL;
+  s->events = NULL;
+  s->authorization = NULL;
+  s->npacks = s->packs_cap = s->nactions = s->actions_cap = 0;
+  s->nevents = s->events_cap = 0;
+  s->last_pack = -1;
+  s->next_action = 1;
+  s->connections = 0;
+  memset(s->counts, 0, sizeof s->counts);
+}
+
+/* --- API handlers ------------------------------------------------------ */
+
+static void api_discovery(const request *rq, reply *out) {
+  const char *b = rq->base;
+  json_t *links = json_array();
+  if (add_link(links, json_sprintf("%s/v1", b), json_string("self")) ||
+      add_link(links, json_sprintf("%s/", b), json_string("up")) ||
+      add_link(links, json_sprintf("%s/swagger#!/info/v1", b),
+               json_string("help")) ||
+      add_link(links, json_sprintf("%s/health", b),
+               json_sprintf("%s/swagger#!/info/health", b)) ||
+      add_link(links, json_sprintf("%s/v1/packs", b),
+               json_sprintf("%s/swagger#!/pack/listPacks", b)) ||
+      add_link(links, json_sprintf("%s/v1/flows", b),
+               json_sprintf("%s/swagger#!/flow/listFlows", b)) ||
+      add_link(links, json_sprintf("%s/v1/datastore", b),
+               json_sprintf("%s/swagger#!/datastore/listDatastoreItems", b)) ||
+      add_link(links, json_sprintf("%s/v1/audit/flows", b),
+               json_sprintf("%s/swagger#!/flowAudit/findFlows", b)) ||
+      add_link(links, json_sprintf("%s/v1/swagger", b),
+               json_sprintf("%s/swagger", b))) {
+    json_decref(links);
+    fail(out, 500, "out of memory");
+    return;
+  }
+  out->status = 200;
+  if ((out->body = json_pack("{s:o}", "links", links)) == NULL)
+    fail(out, 500, "out of memory");
+}
+
+static void api_register(flyte_standin *s, const request *rq, reply *out) {
+  json_error_t jerr;
+  json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, &jerr);
+  const char *bad;
+  char *id = NULL, *eid = NULL;
+  pack_rec *p;
+  if (body == NULL) {
+    fail(out, 400, "body is not JSON");
+    goto cleanup;
+  }
+  if ((bad = check_pack(body)) != NULL) {
+    fail(out, 400, bad);
+    goto cleanup;
+  }
+  if ((id = pack_id_of(body)) == NULL || (eid = escape(id)) == NULL) {
+    fail(out, 500, "out of memory");
+    goto cleanup;
+  }
+  pthread_mutex_lock(&s->lock);
+  if ((p = find_pack(s, id)) == NULL) {
+    pack_rec *arr = grow(s->packs, &s->packs_cap, s->npacks, sizeof *arr);
+    if (arr != NULL) {
+      s->packs = arr;
+      p = &arr[s->npacks++];
+      memset(p, 0, sizeof *p);
+      p->id = id;
+      id = NULL;
+    }
+  }
+  if (p != NULL) {
+    json_decref(p->registration);
+    p->registration = json_incref(body);
+    p->registrations++;
+    clock_gettime(CLOCK_REALTIME, &p->last_seen);
+    s->last_pack = p - s->packs;
+    out->body = pack_echo(rq->base, p);
+    out->note_pack = strdup(p->id);
+  }
+  pthread_mutex_unlock(&s->lock);
+  out->location = CAT(rq->base, "/v1/packs/", eid);
+  if (out->body == NULL || out->location == NULL) {
+    fail(out, 500, "out of memory");
+    goto cleanup;
+  }
+  out->status = 201;
+  out->note_kind = "registration";
+  out->note_body = json_incref(body);
+cleanup:
+  json_decref(body);
+  free(id);
+  free(eid);
+}
+
+static void api_get_pack(flyte_standin *s, const request *rq, reply *out) {
+  pack_rec *p;
+  pthread_mutex_lock(&s->lock);
+  if ((p = find_pack(s, rq->pack)) != NULL)
+    out->body = pack_echo(rq->base, p);
+  pthread_mutex_unlock(&s->lock);
+  if (p == NULL)
+    fail(out, 404, "no such pack");
+  else if (out->body == NULL)
+    fail(out, 500, "out of memory");
+  else
+    out->status = 200;
+}
+
+static void api_take(flyte_standin *s, const request *rq, reply *out) {
+  const char *only = MHD_lookup_connection_value(rq->conn,
+      MHD_GET_ARGUMENT_KIND, "actionName");
+  char *eid = escape(rq->pack);
+  action_rec *a = NULL;
+  pack_rec *p;
+  if (eid == NULL) {
+    fail(out, 500, "out of memory");
+    return;
+  }
+  pthread_mutex_lock(&s->lock);
+  if ((p = find_pack(s, rq->pack)) != NULL) {
+    clock_gettime(CLOCK_REALTIME, &p->last_seen);
+    for (size_t i = 0; i < s->nactions && a == NULL; i++) {
+      action_rec *c = &s->actions[i];
+      if (c->state == ST_NEW && strcmp(c->pack, p->id) == 0 &&
+          (only == NULL || *only == '\0' || strcmp(c->command, only) == 0))
+        a = c;
+    }
+  }
+  if (a != NULL) {
+    out->body = json_pack("{s:s, s:O*, s:[{s:o, s:o}]}", "command",
+        a->command, "input", a->input, "links",
+        "href", json_sprintf("%s/v1/packs/%s/actions/%ld/result", rq->base,
+                             eid, a->id),
+        "rel", json_sprintf("%s/swagger#/actionResult", rq->base));
+    if (out->body != NULL) {
+      a->state = ST_PENDING;
+      s->counts[C_TAKE_ACTION]++;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  free(eid);
+  if (p == NULL) {
+    fail(out, 404, "no such pack");
+  } else if (a == NULL) {
+    out->status = 204;
+  } else if (out->body == NULL) {
+    fail(out, 500, "out of memory");
+  } else {
+    out->status = 200;
+    out->note_kind = "take";
+    out->note_pack = strdup(rq->pack);
+    out->note_body = json_incref(out->body);
+  }
+}
+
+/* A result (is_result) or a spontaneous event. flyte-api looks the pack up
+ * first, then reads the body, then looks the action up. */
+static void api_event(flyte_standin *s, const request *rq, reply *out,
+                      int is_result) {
+  json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, NULL);
+  event_rec *arr;
+  action_rec *a;
+  pthread_mutex_lock(&s->lock);
+  if (find_pack(s, rq->pack) == NULL) {
+    fail(out, 404, "no such pack");
+  } else if (!is_event_body(body)) {
+    fail(out, 400, "body must be an object with string event and an "
+                   "RFC 3339 createdAt");
+  } else if (is_result) {
+    if ((a = find_action(s, rq->action)) == NULL ||
+        strcmp(a->pack, rq->pack) != 0) {
+      fail(out, 404, "no such action");
+    } else if (a->state != ST_PENDING) {
+      fail(out, 500, "action is not PENDING");
+    } else {
+      a->result = json_incref(body);
+      a->state = ST_DONE;
+      out->status = 202;
+    }
+  } else {
+    arr = grow(s->events, &s->events_cap, s->nevents, sizeof *arr);
+    if (arr != NULL) s->events = arr;
+    if (arr == NULL || (arr[s->nevents].pack = strdup(rq->pack)) == NULL) {
+      fail(out, 500, "out of memory");
+    } else {
+      arr[s->nevents++].body = json_incref(body);
+      out->status = 202;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (out->status == 202) {
+    out->note_kind = is_result ? "result" : "event";
+    out->note_pack = strdup(rq->pack);
+    out->note_body = json_incref(body);
+  }
+  json_decref(body);
+}
+
+/* Splits an API path; sets rq->pack (owned) and rq->action. */
+static route_kind api_route(const char *url, request *rq) {
+  static const char PACKS[] = "/v1/packs/";
+  const char *rest = url + sizeof PACKS - 1, *end;
+  route_kind k = R_PACK;
+  if (strcmp(url, "/v1") == 0) return R_DISCOVERY;
+  if (strcmp(url, "/health") == 0) return R_HEALTH;
+  if (strcmp(url, "/v1/packs") == 0) return R_REGISTER;
+  if (strncmp(url, PACKS, sizeof PACKS - 1) != 0) return R_NONE;
+  end = rest + strlen(rest);
+  if (ends_with(rest, "/actions/take")) {
+    k = R_TAKE;
+    end -= strlen("/actions/take");
+  } else if (ends_with(rest, "/events")) {
+    k = R_EVENT;
+    end -= strlen("/events");
+  } else if (ends_with(rest, "/result")) {
+    /* .../{id}/actions/{n}/result: the last "/actions/" splits it */
+    size_t i = (size_t)(end - rest) - strlen("/result");
+    const char *p;
+    for (; i >= 9 && memcmp(rest + i - 9, "/actions/", 9) != 0; i--)
+      continue;
+    if (i < 9) return R_NONE;
+    k = R_RESULT;
+    for (p = rest + i; *p >= '0' && *p <= '9' && rq->action < 100000000; p++)
+      rq->action = rq->action * 10 + (*p - '0');
+    if (p != end - strlen("/result")) rq->action = 0; /* never found */
+    end = rest + i - 9;
+  }
+  if (end == rest) return R_NONE;
+  rq->pack = strndup(rest, (size_t)(end - rest));
+  return k;
+}
+
+static void api_dispatch(flyte_standin *s, request *rq, const char *url,
+                         const char *method, reply *out) {
+  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+      MHD_HTTP_HEADER_AUTHORIZATION);
+  route_kind k = api_route(url, rq);
+  int method_ok = k != R_NONE && strcmp(method, ROUTE[k].method) == 0;
+  int guarded = strcmp(url, "/v1") == 0 || strncmp(url, "/v1/", 4) == 0 ||
+                strcmp(url, "/health") == 0;
+  pthread_mutex_lock(&s->lock);
+  if (auth != NULL) {
+    free(s->authorization);
+    s->authorization = strdup(auth); /* NULL when out of memory: shown so */
+  }
+  if (method_ok && ROUTE[k].counter >= 0) s->counts[ROUTE[k].counter]++;
+  pthread_mutex_unlock(&s->lock);
+  if (guarded && s->jwt != NULL) {
+    if (auth == NULL) {
+      fail(out, 401, "an Authorization bearer token is required");
+      return;
+    }
+    if (strncmp(auth, "Bearer ", 7) != 0 || strcmp(auth + 7, s->jwt) != 0) {
+      fail(out, 403, "the bearer token is not accepted");
+      return;
+    }
+  }
+  if (k == R_NONE) {
+    fail(out, 404, "no such path");
+    return;
+  }
+  if (k >= R_PACK && rq->pack == NULL) {
+    fail(out, 500, "out of memory");
+    return;
+  }
+  if (!method_ok) {
+    fail(out, 405, "method not allowed");
+    out->allow = ROUTE[k].method;
+    return;
+  }
+  switch (k) {
+  case R_DISCOVERY: api_discovery(rq, out); break;
+  case R_HEALTH:
+    out->status = 200;
+    if ((out->body = json_pack("{s:s}", "status", "ok")) == NULL)
+      fail(out, 500, "out of memory");
+    break;
+  case R_REGISTER: api_register(s, rq, out); break;
+  case R_PACK: api_get_pack(s, rq, out); break;
+  case R_TAKE: api_take(s, rq, out); break;
+  case R_RESULT: api_event(s, rq, out, 1); break;
+  case R_EVENT: api_event(s, rq, out, 0); break;
+  case R_NONE: break;
+  }
+}
+
+/* --- /dev/ handlers ---------------------------------------------------- */
+
+static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
+  json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, NULL);
+  json_t *cmd = json_object_get(body, "command");
+  json_t *pack = json_object_get(body, "pack");
+  const char *msg = NULL;
+  unsigned status = 500;
+  action_rec *a;
+  if (!json_is_object(body)) {
+    fail(out, 400, "body must be a JSON object");
+    goto cleanup;
+  }
+  if (!json_is_string(cmd) || json_string_length(cmd) == 0) {
+    fail(out, 400, "command must be a non-empty string");
+    goto cleanup;
+  }
+  if (is_set(pack) && !json_is_string(pack)) {
+    fail(out, 400, "pack must be a string");
+    goto cleanup;
+  }
+  pthread_mutex_lock(&s->lock);
+  a = enqueue_locked(s, json_string_value(pack), json_string_value(cmd),
+                     json_object_get(body, "input"), &status, &msg);
+  if (a != NULL) {
+    out->body = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)a->id,
+                          "pack", a->pack, "command", a->command);
+    out->note_pack = strdup(a->pack);
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (a == NULL) {
+    fail(out, status, msg);
+  } else if (out->body == NULL) {
+    fail(out, 500, "out of memory");
+  } else {
+    out->status = 201;
+    out->note_kind = "action";
+    out->note_body = json_incref(body);
+  }
+cleanup:
+  json_decref(body);
+}
+
+static void dev_action(flyte_standin *s, const char *num, reply *out) {
+  char *end;
+  long id = strtol(num, &end, 10);
+  action_rec *a;
+  pthread_mutex_lock(&s->lock);
+  a = *num != '\0' && *end == '\0' ? find_action(s, id) : NULL;
+  if (a != NULL) out->body = action_json(a);
+  pthread_mutex_unlock(&s->lock);
+  if (a == NULL)
+    fail(out, 404, "no such action");
+  else if (out->body == NULL)
+    fail(out, 500, "out of memory");
+  else
+    out->status = 200;
+}
+
+/* Everything the stand-in holds; call with the lock held. */
+static json_t *state_json(flyte_standin *s) {
+  json_t *packs = json_array(), *actions = json_array();
+  json_t *events = json_array(), *counts = json_object();
+  char when[48];
+  size_t i;
+  int rc = 0;
+  for (i = 0; i < s->npacks; i++) {
+    const pack_rec *p = &s->packs[i];
+    format_time(&p->last_seen, when);
+    rc |= json_array_append_new(packs, json_pack("{s:s, s:O, s:I, s:s}",
+        "id", p->id, "registration", p->registration, "registrations",
+        (json_int_t)p->registrations, "lastSeen", when));
+  }
+  for (i = 0; i < s->nactions; i++)
+    rc |= json_array_append_new(actions, action_json(&s->actions[i]));
+  for (i = 0; i < s->nevents; i++)
+    rc |= json_array_append_new(events, json_pack("{s:s, s:O}",
+        "pack", s->events[i].pack, "body", s->events[i].body));
+  for (i = 0; i < C_COUNT; i++)
+    rc |= json_object_set_new(counts, COUNTER_NAME[i],
+                              json_integer(s->counts[i]));
+  if (rc != 0) {
+    json_decref(packs);
+    json_decref(actions);
+    json_decref(events);
+    json_decref(counts);
+    return NULL;
+  }
+  return json_pack("{s:o, s:o, s:o, s:o, s:I, s:s?}", "packs", packs,
+                   "actions", actions, "events", events, "requests", counts,
+                   "connections", (json_int_t)s->connections,
+                   "authorization", s->authorization);
+}
+
+/* True when method is want; else sets a 405. */
+static int method_is(const char *method, const char *want, reply *out) {
+  if (strcmp(method, want) == 0) return 1;
+  fail(out, 405, "method not allowed");
+  out->allow = want;
+  return 0;
+}
+
+static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
+                         const char *method, reply *out) {
+  static const char ACTIONS[] = "/dev/actions/";
+  if (strcmp(url, "/dev/actions") == 0) {
+    if (method_is(method, "POST", out)) dev_enqueue(s, rq, out);
+  } else if (strncmp(url, ACTIONS, sizeof ACTIONS - 1) == 0) {
+    if (method_is(method, "GET", out))
+      dev_action(s, url + sizeof ACTIONS - 1, out);
+  } else if (strcmp(url, "/dev/state") == 0) {
+    if (!method_is(method, "GET", out)) return;
+    pthread_mutex_lock(&s->lock);
+    out->body = state_json(s);
+    pthread_mutex_unlock(&s->lock);
+    if (out->body == NULL)
+      fail(out, 500, "out of memory");
+    else
+      out->status = 200;
+  } else if (strcmp(url, "/dev/reset") == 0) {
+    if (!method_is(method, "POST", out)) return;
+    pthread_mutex_lock(&s->lock);
+    clear_state(s);
+    pthread_mutex_unlock(&s->lock);
+    out->status = 204;
+  } else {
+    fail(out, 404, "no such path");
+  }
+}
+
+/* --- MHD glue ---------------------------------------------------------- */
+
+/* Tells the notify callback (outside the lock), sends the reply and frees
+ * its parts. */
+static enum MHD_Result finish(flyte_standin *s, struct MHD_Connection *conn,
+                              reply *r) {
+  struct MHD_Response *resp = NULL;
+  enum MHD_Result ret = MHD_NO;
+  char *text = NULL;
+  if (r->note_kind != NULL && s->notify != NULL && r->note_pack != NULL) {
+    char *json = json_dumps(r->note_body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (json != NULL) s->notify(s->notify_ud, r->note_kind, r->note_pack, json);
+    free(json);
+  }
+  if (r->status == 0) fail(r, 500, "out of memory");
+  if (r->body != NULL && (text = json_dumps(r->body, JSON_COMPACT)) == NULL)
+    r->status = 500;
+  resp = MHD_create_response_from_buffer(text ? strlen(text) : 0, text,
+      text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  if (resp == NULL) {
+    free(text);
+    goto cleanup;
+  }
+  if ((text != NULL && MHD_add_response_header(resp,
+           MHD_HTTP_HEADER_CONTENT_TYPE, JSON_TYPE) != MHD_YES) ||
+      (r->location != NULL && MHD_add_response_header(resp,
+           MHD_HTTP_HEADER_LOCATION, r->location) != MHD_YES) ||
+      (r->allow != NULL && MHD_add_response_header(resp,
+           MHD_HTTP_HEADER_ALLOW, r->allow) != MHD_YES))
+    goto cleanup;
+  ret = MHD_queue_response(conn, r->status, resp);
+cleanup:
+  if (resp != NULL) MHD_destroy_response(resp);
+  json_decref(r->body);
+  json_decref(r->note_body);
+  free(r->location);
+  free(r->note_pack);
+  return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_size, void **req_cls) {
+  flyte_standin *s = cls;
+  body_buf *b = *req_cls;
+  request rq = {0};
+  reply out = {0};
+  const char *host;
+  enum MHD_Result ret;
+  (void)version;
+  if (b == NULL) { /* headers are in; the body (if any) comes next */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+        MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if ((b = calloc(1, sizeof *b)) == NULL) return MHD_NO;
+    *req_cls = b;
+    if (cl == NULL || strtoull(cl, NULL, 10) <= MAX_BODY) return MHD_YES;
+    b->replied = 1;
+    fail(&out, 413, "request body over 8 MiB");
+    return finish(s, conn, &out);
+  }
+  if (*upload_size > 0) { /* more body: keep it, or count it as too much */
+    size_t n = *upload_size;
+    *upload_size = 0;
+    if (b->replied || b->too_big || n > MAX_BODY - b->len) {
+      b->too_big = 1;
+      return MHD_YES;
+    }
+    if (b->len + n + 1 > b->cap) {
+      size_t cap = b->cap ? b->cap : 4096;
+      char *data;
+      while (cap < b->len + n + 1) cap *= 2;
+      if ((data = realloc(b->data, cap)) == NULL) return MHD_NO;
+      b->data = data;
+      b->cap = cap;
+    }
+    memcpy(b->data + b->len, upload, n);
+    b->len += n;
+    return MHD_YES;
+  }
+  if (b->replied) return MHD_YES;
+  b->replied = 1;
+  if (b->too_big) {
+    fail(&out, 413, "request body over 8 MiB");
+    return finish(s, conn, &out);
+  }
+  host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                     MHD_HTTP_HEADER_HOST);
+  rq.conn = conn;
+  rq.body = b->data != NULL ? b->data : "";
+  rq.len = b->len;
+  rq.base = CAT("http://", host != NULL ? host : s->hostport);
+  if (rq.base == NULL)
+    fail(&out, 500, "out of memory");
+  else if (strncmp(url, "/dev/", 5) == 0)
+    dev_dispatch(s, &rq, url, method, &out);
+  else
+    api_dispatch(s, &rq, url, method, &out);
+  ret = finish(s, conn, &out);
+  free((char *)rq.base);
+  free(rq.pack);
+  return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **req_cls, enum MHD_RequestTerminationCode toe) {
+  body_buf *b = *req_cls;
+  (void)cls;
+  (void)conn;
+  (void)toe;
+  if (b == NULL) return;
+  free(b->data);
+  free(b);
+  *req_cls = NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code) {
+  flyte_standin *s = cls;
+  (void)conn;
+  (void)socket_ctx;
+  if (code != MHD_CONNECTION_NOTIFY_STARTED) return;
+  pthread_mutex_lock(&s->lock);
+  s->connections++;
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* --- public ------------------------------------------------------------ */
+
+flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
+                                   unsigned long errlen) {
+  const char *host = opts->bind != NULL ? opts->bind : "127.0.0.1";
+  struct sockaddr_in addr;
+  const union MHD_DaemonInfo *info;
+  flyte_standin *s = NULL;
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)opts->port);
+  if (opts->port < 0 || opts->port > 65535) {
+    snprintf(err, errlen, "standin: bad port %d", opts->port);
+    goto fail;
+  }
+  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+    snprintf(err, errlen, "standin: bad IPv4 address '%s'", host);
+    goto fail;
+  }
+  if ((s = calloc(1, sizeof *s)) == NULL ||
+      (opts->jwt != NULL && (s->jwt = strdup(opts->jwt)) == NULL)) {
+    snprintf(err, errlen, "standin: out of memory");
+    goto fail;
+  }
+  s->notify = opts->notify;
+  s->notify_ud = opts->notify_ud;
+  s->last_pack = -1;
+  s->next_action = 1;
+  pthread_mutex_init(&s->lock, NULL);
+  s->daemon = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+          MHD_USE_ERROR_LOG,
+      (uint16_t)opts->port, NULL, NULL, on_request, s,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_END);
+  if (s->daemon == NULL) {
+    snprintf(err, errlen, "standin: cannot listen on %s:%d", host,
+             opts->port);
+    pthread_mutex_destroy(&s->lock);
+    goto fail;
+  }
+  info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  s->port = info != NULL && info->port != 0 ? info->port : opts->port;
+  snprintf(s->hostport, sizeof s->hostport, "%s:%d", host, s->port);
+  return s;
+fail:
+  if (s != NULL) free(s->jwt);
+  free(s);
+  return NULL;
+}
+
+int flyte_standin_port(const flyte_standin *s) { return s->port; }
+
+long flyte_standin_enqueue(flyte_standin *s, const char *pack_id,
+                           const char *command, const char *input_json,
+                           char *err, unsigned long errlen) {
+  json_t *input = NULL, *note = NULL;
+  json_error_t jerr;
+  const char *msg = "out of memory";
+  unsigned status;
+  char *pack = NULL, *json = NULL;
+  action_rec *a;
+  long id = -1;
+  if (command == NULL || *command == '\0') {
+    snprintf(err, errlen, "standin: a command is required");
+    goto cleanup;
+  }
+  if (input_json != NULL &&
+      (input = json_loads(input_json, JSON_DECODE_ANY, &jerr)) == NULL) {
+    snprintf(err, errlen, "standin: input is not JSON: %s", jerr.text);
+    goto cleanup;
+  }
+  pthread_mutex_lock(&s->lock);
+  if ((a = enqueue_locked(s, pack_id, command, input, &status, &msg)) != NULL) {
+    id = a->id;
+    pack = strdup(a->pack);
+    note = json_pack("{s:s, s:s, s:O*}", "pack", a->pack, "command", command,
+                     "input", input);
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (id < 0) {
+    snprintf(err, errlen, "standin: %s", msg);
+    goto cleanup;
+  }
+  if (s->notify != NULL && pack != NULL && note != NULL &&
+      (json = json_dumps(note, JSON_COMPACT)) != NULL)
+    s->notify(s->notify_ud, "action", pack, json);
+cleanup:
+  json_decref(input);
+  json_decref(note);
+  free(pack);
+  free(json);
+  return id;
+}
+
+void flyte_standin_stop(flyte_standin *s) {
+  if (s == NULL) return;
+  MHD_stop_daemon(s->daemon);
+  clear_state(s);
+  pthread_mutex_destroy(&s->lock);
+  free(s->jwt);
+  free(s);
+}

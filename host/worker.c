@@ -1,0 +1,140 @@
+/* worker.c - a worker: take an action, run its handler, deliver the result.
+ *
+ * Each worker owns a Lua state with the pack and an HTTP client, and takes
+ * actions itself only when it is free, so no action waits on the server's
+ * side of a busy host. While actions keep coming every free worker takes at
+ * once; when the queue is empty one worker (the leader) polls again after
+ * the poll interval and the others wait until it finds work.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host.h"
+#include "log.h"
+
+/* Waits until this worker should take; returns a copy of the take URL
+ * (caller frees), or NULL when the host is stopping. */
+static char *wait_turn(flyte_host *h) {
+  char *url = NULL;
+  pthread_mutex_lock(&h->mu);
+  for (;;) {
+    if (atomic_load(&h->stopping)) break;
+    if (!h->registered) {
+      flyte_host_wait(h, 0);
+      continue;
+    }
+    if (h->hot) {
+      url = strdup(h->api_pack.take_url);
+      break;
+    }
+    if (h->leader) {
+      flyte_host_wait(h, 0);
+      continue;
+    }
+    h->leader = 1;
+    while (!atomic_load(&h->stopping) && h->registered && !h->hot &&
+           flyte_monotime() < h->next_poll)
+      flyte_host_wait(h, h->next_poll);
+    h->leader = 0;
+    pthread_cond_broadcast(&h->cond);
+    if (!atomic_load(&h->stopping) && h->registered) {
+      url = strdup(h->api_pack.take_url);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&h->mu);
+  return url;
+}
+
+static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
+  pthread_mutex_lock(&h->mu);
+  switch (r) {
+  case FLYTE_TAKE_ACTION:
+    if (!h->hot) {
+      h->hot = 1;
+      pthread_cond_broadcast(&h->cond); /* more may be waiting: all take */
+    }
+    break;
+  case FLYTE_TAKE_UNKNOWN_PACK:
+    if (h->registered) {
+      flyte_warn("the flyte-api does not know this pack any more (%s); "
+                 "registering again",
+                 err);
+      h->registered = 0;
+      h->need_register = 1;
+    }
+    /* fall through */
+  default:
+    if (r == FLYTE_TAKE_ERROR && !atomic_load(&h->stopping)) {
+      flyte_warn("taking an action failed: %s; polling again in %g s", err,
+                 h->cfg->poll_interval);
+      snprintf(h->last_error, sizeof h->last_error, "%.500s", err);
+    }
+    h->hot = 0;
+    h->next_poll = flyte_monotime() + h->cfg->poll_interval;
+    pthread_cond_broadcast(&h->cond);
+  }
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void handle(flyte_host *h, flyte_pack **pack, flyte_http *http,
+                   flyte_action *a) {
+  flyte_pack_result res;
+  flyte_debug("action %s: running command '%s'", a->id, a->command);
+  flyte_pack_run(*pack, a->command, a->input, h->cfg->handler_timeout, &res);
+  char what[160];
+  snprintf(what, sizeof what, "result of action %s (%s)", a->id, a->command);
+  if (res.body == NULL) {
+    flyte_error("action %s: out of memory building its result", a->id);
+  } else {
+    flyte_delivery d =
+        flyte_deliver(h, http, a->result_url, res.body, strlen(res.body), what);
+    if (d == FLYTE_DELIVERED) {
+      flyte_log(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO,
+                "action %s: %s -> %s (%.1f ms)", a->id, a->command, res.event,
+                res.seconds * 1000);
+    }
+  }
+  free(res.body);
+  if (res.state_broken) {
+    /* After a timeout or running out of memory the state may hold broken
+     * invariants: start afresh. */
+    char err[512];
+    flyte_pack *fresh =
+        flyte_pack_open(h->pack_path, &h->env, 0, err, sizeof err);
+    if (fresh) {
+      flyte_pack_close(*pack);
+      *pack = fresh;
+    } else {
+      flyte_error("cannot rebuild the Lua state: %s", err);
+    }
+  }
+}
+
+void *flyte_worker_main(void *arg) {
+  flyte_host *h = arg;
+  char err[1024];
+  flyte_http_opts opts = flyte_host_http_opts(h);
+  flyte_http *http = flyte_http_new(&opts);
+  flyte_pack *pack = flyte_pack_open(h->pack_path, &h->env, 0, err, sizeof err);
+  if (http == NULL || pack == NULL) {
+    flyte_error("worker cannot start: %s", pack ? "out of memory" : err);
+    goto cleanup;
+  }
+  char *url;
+  while ((url = wait_turn(h)) != NULL) {
+    flyte_action a;
+    flyte_take_result r = flyte_api_take(http, url, &a, err, sizeof err);
+    free(url);
+    after_take(h, r, err);
+    if (r == FLYTE_TAKE_ACTION) {
+      handle(h, &pack, http, &a);
+      flyte_action_free(&a);
+    }
+  }
+cleanup:
+  flyte_pack_close(pack);
+  flyte_http_free(http);
+  return NULL;
+}

@@ -1,0 +1,147 @@
+--- The flyte module: what a pack sees.
+--
+-- Pack definitions and events, the exact JSON codec, sending events,
+-- sleeping, the clock, the log and an HTTP client. The primitives are
+-- C (flyte.core); this file checks arguments and shapes the values.
+
+local core = require "flyte.core"
+local schema = require "flyte.schema"
+
+local M = {}
+
+M.null = core.null
+M.VERSION = "0.1.0"
+
+--- Event definitions ------------------------------------------------------
+
+M.event_def = schema.event_def
+M.is_event_def = schema.is_event_def
+
+--- Builds the event `{ event = name, payload = payload }`.
+function M.event(def, payload)
+  local name = schema.event_name(def)
+  if not name then
+    error("flyte.event: the first argument must be an event definition or "
+      .. "a non-empty name, got " .. type(def), 2)
+  end
+  return { event = name, payload = payload }
+end
+
+--- Builds a FATAL event: the action failed.
+function M.fatal(payload)
+  return { event = "FATAL", payload = payload }
+end
+
+--- Checks a pack table and returns it; raises naming the bad field.
+function M.pack(pack)
+  local ok, err = schema.check_pack(pack)
+  if not ok then error(err, 2) end
+  return pack
+end
+
+--- JSON ---------------------------------------------------------------------
+
+--- Marks a table as a JSON array (so that an empty one encodes as []).
+function M.array(t)
+  if t == nil then t = {} end
+  if type(t) ~= "table" then
+    error("flyte.array: expected a table, got " .. type(t), 2)
+  end
+  local mt = getmetatable(t)
+  if mt ~= nil and mt ~= core.array_mt then
+    error("flyte.array: the table already has a metatable", 2)
+  end
+  return setmetatable(t, core.array_mt)
+end
+
+M.json = {
+  null = core.null,
+  array = M.array,
+  max_depth = core.json_max_depth,
+}
+
+--- Encodes a value as JSON; raises when it has no JSON form.
+-- opts.pretty: indent with two spaces.
+function M.json.encode(value, opts)
+  local ok, text = pcall(core.json_encode, value, opts and opts.pretty)
+  if not ok then error("flyte.json.encode: " .. text, 2) end
+  return text
+end
+
+--- Decodes JSON text; returns the value, or nil and a message.
+function M.json.decode(text)
+  if type(text) ~= "string" then
+    error("flyte.json.decode: expected a string, got " .. type(text), 2)
+  end
+  return core.json_decode(text)
+end
+
+--- True when t is marked as a JSON array.
+function M.json.is_array(t)
+  return type(t) == "table" and getmetatable(t) == core.array_mt
+end
+
+--- Events, time, the log ------------------------------------------------------
+
+-- Where events go when there is no host (plain lua5.4): flyte.testing sets
+-- this to capture them.
+M._event_sink = nil
+
+--- Sends an event on the pack's own. Returns true, or nil and a message.
+function M.send_event(event)
+  local name = type(event) == "table" and event.event
+  if type(name) ~= "string" or name == "" then
+    error("flyte.send_event: expected an event (build it with an event "
+      .. "definition or flyte.event), got " .. type(event), 2)
+  end
+  local ok, body = pcall(core.json_encode,
+    { event = name, payload = event.payload, createdAt = core.now() })
+  if not ok then
+    return nil, "flyte.send_event: the event cannot be encoded: " .. body
+  end
+  if core.hosted then return core.send_event(body) end
+  if M._event_sink then return M._event_sink(core.json_decode(body)) end
+  core.log("info", "event not sent (no flyte-host): " .. body)
+  return true
+end
+
+--- Sleeps; returns false at once when the host is stopping or reloading.
+function M.sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("flyte.sleep: expected a number of seconds, got "
+      .. tostring(seconds), 2)
+  end
+  return core.sleep(seconds)
+end
+
+--- The current time, RFC 3339 in UTC.
+function M.now()
+  return core.now()
+end
+
+M.log = {}
+for _, level in ipairs { "debug", "info", "warn", "error" } do
+  M.log[level] = function(msg, fields)
+    local encoded
+    if fields ~= nil then
+      if type(fields) ~= "table" then
+        error("flyte.log." .. level .. ": fields must be a table, got "
+          .. type(fields), 2)
+      end
+      local ok, text = pcall(core.json_encode, fields)
+      encoded = ok and text or nil
+    end
+    core.log(level, tostring(msg), encoded)
+  end
+end
+
+--- The flyte-api's health, for health_checks: healthy is true even when the
+-- API is down (an API outage must not restart every pack); status says.
+function M.api_health_check()
+  local _, status = core.api_health()
+  return true, status
+end
+
+M.http = require "flyte.http"
+
+return M

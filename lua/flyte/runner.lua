@@ -1,0 +1,144 @@
+--- The host's rules for running pack code: one action in, one result body
+-- out; health checks. flyte-host calls these from C, and flyte.testing calls
+-- the same functions, so a spec sees exactly what the host would post.
+
+local core = require "flyte.core"
+local schema = require "flyte.schema"
+
+local M = {}
+
+local function encode_body(name, payload)
+  return core.json_encode { event = name, payload = payload,
+    createdAt = core.now() }
+end
+
+local function fatal(text)
+  return encode_body("FATAL", text), "FATAL", true
+end
+
+local function describe(v)
+  if type(v) == "table" then
+    return "a table with no event name (build events with an event "
+      .. "definition, flyte.event or flyte.fatal)"
+  end
+  return "a " .. type(v) .. " (" .. tostring(v) .. ")"
+end
+
+--- Loads a pack file in this state and checks it.
+-- Returns the pack table, or nil and a message.
+function M.load(path)
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  local ok, pack = pcall(chunk)
+  if not ok then
+    return nil, path .. ": error while loading the pack: " .. tostring(pack)
+  end
+  local valid, why = schema.check_pack(pack)
+  if not valid then return nil, path .. ": " .. why end
+  return pack
+end
+
+--- What C needs to know about a pack: its registration body as JSON, the
+-- number of commands, whether it has observe.
+function M.describe(pack, labels)
+  local body = core.json_encode(schema.registration(pack, labels))
+  return body, #schema.command_names(pack), pack.observe ~= nil
+end
+
+--- Runs one action. `input` is the decoded input (nil when absent);
+-- `input_error` is set when the input could not be decoded.
+-- Returns the result body (JSON text), the event name, and true when FATAL.
+function M.run(pack, command, input, input_error)
+  local cmd = pack.commands and pack.commands[command]
+  if cmd == nil then
+    local names = schema.command_names(pack)
+    return fatal(string.format(
+      "command '%s' is unknown to pack %s (its commands: %s)",
+      tostring(command), pack.name,
+      #names > 0 and table.concat(names, ", ") or "none"))
+  end
+  if input_error then
+    return fatal(string.format(
+      "command '%s': the action's input cannot be decoded: %s",
+      command, input_error))
+  end
+
+  local traceback
+  local ok, event = xpcall(cmd.handler, function(e)
+    traceback = debug.traceback(type(e) == "string" and e or nil, 2)
+    return e
+  end, input)
+  if not ok then
+    core.log("error", string.format("command '%s' raised an error", command),
+      core.json_encode { command = command, traceback = traceback })
+    if type(event) == "table" then
+      local encoded, body = pcall(encode_body, "FATAL", event)
+      if encoded then return body, "FATAL", true end
+    end
+    return fatal(string.format("command '%s' raised an error: %s",
+      command, tostring(event)))
+  end
+
+  local name = type(event) == "table" and event.event
+  if type(name) ~= "string" or name == "" then
+    if event == nil then
+      return fatal(string.format("command '%s' returned no event", command))
+    end
+    return fatal(string.format("command '%s' returned %s, not an event",
+      command, describe(event)))
+  end
+
+  if name ~= "FATAL" then
+    local known = false
+    for _, ref in ipairs(cmd.output_events) do
+      if schema.event_name(ref) == name then known = true break end
+    end
+    if not known then
+      core.log("warn", string.format("command '%s' returned event '%s', "
+        .. "which is not among its output_events; sending it anyway",
+        command, name))
+    end
+  end
+
+  local encoded, body = pcall(encode_body, name, event.payload)
+  if not encoded then
+    return fatal(string.format("command '%s' returned event '%s' whose "
+      .. "payload cannot be encoded as JSON: %s", command, name, body))
+  end
+  return body, name, name == "FATAL"
+end
+
+--- Sorted names of the pack's health checks ({ "DefaultCheck" } when none).
+function M.health_names(pack)
+  local names = {}
+  for name in pairs(pack.health_checks or {}) do names[#names + 1] = name end
+  table.sort(names)
+  if #names == 0 then names[1] = "DefaultCheck" end
+  return names
+end
+
+--- Runs one health check. Returns its JSON ({"healthy":..,"status":..})
+-- and whether it is healthy.
+function M.health_check(pack, name)
+  local check = pack.health_checks and pack.health_checks[name]
+  local healthy, status
+  if check == nil then
+    healthy, status = true, "Pack is running."
+  else
+    local ok, h, s = pcall(check)
+    if ok then
+      healthy, status = h == true, s
+    else
+      healthy, status = false, "check raised an error: " .. tostring(h)
+    end
+  end
+  local ok, body = pcall(core.json_encode, { healthy = healthy,
+    status = status == nil and core.null or status })
+  if not ok then
+    return core.json_encode { healthy = false,
+      status = "check returned a status that is not JSON: " .. body }, false
+  end
+  return body, healthy
+end
+
+return M

@@ -1,0 +1,292 @@
+--- flyte.testing: helpers for busted specs of packs.
+--
+--   local testing = require "flyte.testing"
+--   local pack = testing.load("packs/jira.lua")
+--   local event = pack:invoke("createIssue", { project = "FOO" })
+--   assert.same("IssueCreated", event.event)
+--
+-- invoke applies the host's rules exactly: the input goes through the JSON
+-- codec, errors and bad returns become the FATAL events the host would
+-- post, and the result is what the host would put on the wire.
+--
+-- For end-to-end specs, testing.api() starts the stand-in flyte-api and
+-- testing.host(path, settings) a real flyte-host process against it.
+
+local core = require "flyte.core"
+local flyte = require "flyte"
+local runner = require "flyte.runner"
+
+local M = {}
+
+--- Waits until fn() returns a true value, checking every 10 ms, for at
+-- most `timeout` seconds (default 10). Returns that value; raises naming
+-- `what` when the deadline passes.
+function M.wait(fn, timeout, what)
+  local deadline = core.monotime() + (timeout or 10)
+  while true do
+    local value = fn()
+    if value then return value end
+    if core.monotime() > deadline then
+      error("timed out after " .. (timeout or 10) .. " s waiting for "
+        .. (what or "a condition"), 2)
+    end
+    core.sleep(0.01)
+  end
+end
+
+--- Loading a pack in-process ---------------------------------------------------
+
+local Pack = {}
+Pack.__index = Pack
+
+local function without_created_at(body)
+  local value = assert(core.json_decode(body))
+  value.createdAt = nil
+  return value
+end
+
+--- Loads a pack file as the host does (its directory on package.path).
+function M.load(path)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local old = package.path
+  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. old
+  local pack, err = runner.load(path)
+  package.path = old
+  if not pack then error(err, 2) end
+  local self = setmetatable({ path = path, pack = pack, events = {} }, Pack)
+  return self
+end
+
+--- Runs a command with the host's rules; returns { event =, payload = }.
+-- input goes through the JSON codec first, as it would on the wire.
+function Pack:invoke(command, input)
+  local decoded, input_error
+  if input ~= nil then
+    local ok, text = pcall(core.json_encode, input)
+    if not ok then
+      error("invoke: the input cannot be encoded as JSON: " .. text, 2)
+    end
+    decoded, input_error = core.json_decode(text)
+  end
+  flyte._event_sink = function(event)
+    self.events[#self.events + 1] = { event = event.event,
+      payload = event.payload }
+    return true
+  end
+  local body = runner.run(self.pack, command, decoded, input_error)
+  flyte._event_sink = nil
+  return without_created_at(body)
+end
+
+--- The events sent with flyte.send_event so far, as { event =, payload = }.
+function Pack:sent_events()
+  return self.events
+end
+
+--- The health JSON the host would serve, decoded, and whether all is well.
+function Pack:health()
+  local result, all = {}, true
+  for _, name in ipairs(runner.health_names(self.pack)) do
+    local body, healthy = runner.health_check(self.pack, name)
+    result[name] = assert(core.json_decode(body))
+    all = all and healthy
+  end
+  return result, all
+end
+
+--- The registration body the host would send, decoded.
+function Pack:registration(labels)
+  return assert(core.json_decode((runner.describe(self.pack, labels))))
+end
+
+--- Processes -----------------------------------------------------------------
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function tmpdir()
+  local p = assert(io.popen("mktemp -d /tmp/flyte-spec.XXXXXX"))
+  local dir = p:read("l")
+  p:close()
+  return dir
+end
+
+--- The flyte-host binary: $FLYTE_HOST_BIN, else build/flyte-host.
+function M.binary()
+  return os.getenv("FLYTE_HOST_BIN") or "build/flyte-host"
+end
+
+local Process = {}
+Process.__index = Process
+
+--- Starts `argv` (a list) with extra environment `env` (a table) in the
+-- background; its output goes to a log file.
+function M.spawn(argv, env)
+  local dir = tmpdir()
+  local words = { "env" }
+  for k, v in pairs(env or {}) do words[#words + 1] = quote(k .. "=" .. v) end
+  for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
+  local log, pidfile, rcfile = dir .. "/log", dir .. "/pid", dir .. "/rc"
+  local script = table.concat(words, " ") .. " >" .. log .. " 2>&1 & echo $! >"
+    .. pidfile .. "; wait $!; echo $? >" .. rcfile
+  assert(os.execute("sh -c " .. quote(script) .. " </dev/null >/dev/null 2>&1 &"))
+  local self = setmetatable({ dir = dir, log_path = log, rc_path = rcfile }, Process)
+  self.pid = M.wait(function()
+    local text = read_file(pidfile)
+    return text and tonumber(text:match("%d+"))
+  end, 5, "the process to start")
+  return self
+end
+
+--- Everything the process wrote so far.
+function Process:log()
+  return read_file(self.log_path) or ""
+end
+
+--- Waits until the log matches a Lua pattern; returns the first capture.
+function Process:wait_log(pattern, timeout)
+  return M.wait(function()
+    return self:log():match(pattern)
+  end, timeout, "log line matching '" .. pattern .. "'\n--- log:\n"
+    .. "(see " .. self.log_path .. ")")
+end
+
+--- The exit status once it has exited, else nil.
+function Process:exit_status()
+  local text = read_file(self.rc_path)
+  return text and tonumber(text:match("%d+"))
+end
+
+function Process:signal(name)
+  os.execute("kill -" .. name .. " " .. self.pid .. " 2>/dev/null")
+end
+
+--- Waits for the process to exit (after a signal); returns its status.
+function Process:wait_exit(timeout)
+  return M.wait(function() return self:exit_status() end, timeout,
+    "process " .. self.pid .. " to exit")
+end
+
+--- Stops it with SIGTERM (then SIGKILL after `timeout`); returns the status.
+function Process:stop(timeout)
+  if self:exit_status() then return self:exit_status() end
+  self:signal("TERM")
+  local ok, status = pcall(self.wait_exit, self, timeout or 10)
+  if ok then return status end
+  self:signal("KILL")
+  return self:wait_exit(5)
+end
+
+--- The stand-in flyte-api -------------------------------------------------------
+
+local Api = {}
+Api.__index = Api
+
+local function request(method, url, body)
+  local res, err = flyte.http.request { method = method, url = url,
+    body = body, timeout = 5 }
+  if not res then error(err, 3) end
+  return res
+end
+
+--- Starts the stand-in flyte-api (`flyte-host standin`) on a free port.
+-- opts.jwt: require this bearer token.
+function M.api(opts)
+  opts = opts or {}
+  local env = {}
+  if opts.jwt then env.FLYTE_JWT = opts.jwt end
+  local process = M.spawn({ M.binary(), "standin", "--port", "0" }, env)
+  local url = process:wait_log("stand%-in on (http://127%.0%.0%.1:%d+)")
+  return setmetatable({ url = url, process = process }, Api)
+end
+
+--- Queues an action; returns its id. opts.pack: the pack id.
+function Api:enqueue(command, input, pack)
+  local res = request("POST", self.url .. "/dev/actions",
+    { command = command, input = input, pack = pack })
+  assert(res.status == 201, "enqueue: HTTP " .. res.status .. " " .. res.body)
+  return assert(core.json_decode(res.body)).id
+end
+
+--- Queues an action whose input is the given JSON text, verbatim.
+function Api:enqueue_raw(command, input_json)
+  local body = '{"command": ' .. core.json_encode(command)
+  if input_json then body = body .. ', "input": ' .. input_json end
+  local res = request("POST", self.url .. "/dev/actions", body .. "}")
+  assert(res.status == 201, "enqueue: HTTP " .. res.status .. " " .. res.body)
+  return assert(core.json_decode(res.body)).id
+end
+
+--- The stand-in's view of one action.
+function Api:action(id)
+  local res = request("GET", self.url .. "/dev/actions/" .. id)
+  return assert(core.json_decode(res.body))
+end
+
+--- Everything the stand-in holds: packs, actions, events, counters.
+function Api:state()
+  local res = request("GET", self.url .. "/dev/state")
+  return assert(core.json_decode(res.body))
+end
+
+--- Waits for an action's result; returns it ({ event, payload, createdAt }).
+function Api:wait_result(id, timeout)
+  return M.wait(function()
+    local a = self:action(id)
+    return a.state == "DONE" and a.result
+  end, timeout, "the result of action " .. id)
+end
+
+--- Waits for a pack to be registered; returns its registration body.
+function Api:wait_registration(timeout)
+  return M.wait(function()
+    local packs = self:state().packs
+    return packs[1] and packs[1].registration
+  end, timeout, "a registration")
+end
+
+--- Waits until `n` events have arrived; returns them.
+function Api:wait_events(n, timeout)
+  return M.wait(function()
+    local events = self:state().events
+    return #events >= n and events
+  end, timeout, n .. " event(s)")
+end
+
+function Api:stop()
+  return self.process:stop()
+end
+
+--- A real flyte-host ------------------------------------------------------------
+
+--- Starts `flyte-host run pack_path` against api (an Api or a URL).
+-- settings: extra environment (FLYTE_* variables). The health port is a free
+-- one unless given; it is in host.health_url.
+function M.host(pack_path, api, settings)
+  local env = { FLYTE_API = type(api) == "table" and api.url or api,
+    FLYTE_POLL_INTERVAL = "0.5" }
+  for k, v in pairs(settings or {}) do env[k] = tostring(v) end
+  if not env.FLYTE_HEALTH_PORT then
+    env.FLYTE_HEALTH_PORT = tostring(assert(core.free_port()))
+  end
+  local process = M.spawn({ M.binary(), "run", pack_path }, env)
+  process.health_url = "http://127.0.0.1:" .. env.FLYTE_HEALTH_PORT .. "/"
+  return process
+end
+
+--- GET a URL; returns status and body (for health checks in specs).
+function M.get(url)
+  local res = request("GET", url)
+  return res.status, res.body
+end
+
+return M
