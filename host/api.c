@@ -185,7 +185,23 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
     status_error(&r, "take", err, errlen);
     goto cleanup;
   }
-  if ((j = parse_object(&r, "take", err, errlen)) == NULL) goto cleanup;
+  json_error_t je;
+  j = json_loadb(r.body, r.body_len, JSON_ALLOW_NUL, &je);
+  if (j == NULL && strstr(je.text, "too big integer")) {
+    /* The input has an integer beyond 64 bits: read the action anyway so
+     * that it can be completed (with a FATAL), never left PENDING. */
+    j = json_loadb(r.body, r.body_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                   NULL);
+    out->input_error = malloc(256);
+    if (out->input_error)
+      snprintf(out->input_error, 256,
+               "an integer is outside the 64-bit range (%s)", je.text);
+  }
+  if (j == NULL || !json_is_object(j)) {
+    json_decref(j);
+    j = NULL;
+    if ((j = parse_object(&r, "take", err, errlen)) == NULL) goto cleanup;
+  }
   const char *command = json_string_value(json_object_get(j, "command"));
   const char *result = flyte_api_find_link(json_object_get(j, "links"),
                                            "actionResult");
@@ -198,7 +214,8 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
   out->result_url = strdup(result);
   out->id = action_id(result);
   out->command = strdup(command ? command : "");
-  out->input = json_incref(json_object_get(j, "input"));
+  if (out->input_error == NULL)
+    out->input = json_incref(json_object_get(j, "input"));
   if (!out->result_url || !out->id || !out->command) {
     snprintf(err, errlen, "take: out of memory");
     flyte_action_free(out);
@@ -207,12 +224,17 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
   rc = FLYTE_TAKE_ACTION;
 cleanup:
   json_decref(j);
+  if (rc != FLYTE_TAKE_ACTION) {
+    free(out->input_error);
+    out->input_error = NULL;
+  }
   return rc;
 }
 
 void flyte_action_free(flyte_action *a) {
   free(a->command);
   json_decref(a->input);
+  free(a->input_error);
   free(a->result_url);
   free(a->id);
   memset(a, 0, sizeof *a);

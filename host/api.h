@@ -26,6 +26,7 @@ typedef struct {
 typedef struct {
   char *command;    /* owned */
   json_t *input;    /* owned; NULL when the action has no input */
+  char *input_error; /* owned; set when the input cannot be decoded */
   char *result_url; /* owned */
   char *id;         /* the action's id, from its result link, for logs */
 } flyte_action;

@@ -31,8 +31,10 @@ static int core_json_encode(lua_State *L) {
   char err[512], *out;
   size_t len;
   lua_settop(L, 1);
-  if (flyte_json_encode(L, 1, pretty, NULL, &out, &len, err, sizeof err))
-    return luaL_error(L, "%s", err);
+  if (flyte_json_encode(L, 1, pretty, NULL, &out, &len, err, sizeof err)) {
+    lua_pushstring(L, err); /* no position: the message names the field */
+    return lua_error(L);
+  }
   lua_pushlstring(L, out, len);
   free(out);
   return 1;

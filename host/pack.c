@@ -138,7 +138,8 @@ static double command_timeout(flyte_pack *p, const char *command) {
 }
 
 void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
-                    double default_timeout, flyte_pack_result *out) {
+                    const char *input_error, double default_timeout,
+                    flyte_pack_result *out) {
   lua_State *L = p->L;
   char err[1024], why[256];
   memset(out, 0, sizeof *out);
@@ -148,7 +149,10 @@ void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
   push_runner_fn(p, "run");
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
   lua_pushstring(L, command);
-  if (input == NULL) {
+  if (input_error) {
+    lua_pushnil(L);
+    lua_pushstring(L, input_error);
+  } else if (input == NULL) {
     lua_pushnil(L);
     lua_pushnil(L);
   } else if (flyte_json_push(L, input, why, sizeof why) != 0) {

@@ -44,9 +44,11 @@ void flyte_pack_info_free(flyte_pack_info *info);
 
 /* Runs one action and always produces a result body: the handler's event,
  * or the FATAL event the contract describes. `input` is borrowed (NULL when
- * absent). `default_timeout` applies when the command sets none (0: none). */
+ * absent); `input_error`, when set, says why the input could not be read.
+ * `default_timeout` applies when the command sets none (0: none). */
 void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
-                    double default_timeout, flyte_pack_result *out);
+                    const char *input_error, double default_timeout,
+                    flyte_pack_result *out);
 
 /* Runs every health check, each cut off after `timeout` seconds. Returns
  * the health JSON (caller frees) and sets *healthy. */

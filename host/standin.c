@@ -66,7 +66,10 @@ struct flyte_standin {
   char *jwt;
   flyte_standin_notify notify;
   void *notify_ud;
-  pthread_mutex_t lock; /* guards everything below */
+  /* The lock guards everything below. The JSON kept here is owned by the
+   * state alone: what leaves the lock is a deep copy, so no refcount is
+   * shared between threads. */
+  pthread_mutex_t lock;
   pack_rec *packs;
   size_t npacks, packs_cap;
   long last_pack; /* index of the pack registered last, or -1 */
@@ -312,7 +315,7 @@ static char *pack_id_of(json_t *p) {
     keys[i++] = key;
     len += 2 + strlen(key) + strlen(json_string_value(v));
   }
-  qsort(keys, n, sizeof *keys, cmp_str);
+  if (n > 0) qsort(keys, n, sizeof *keys, cmp_str);
   if ((id = w = malloc(len + 1)) == NULL) goto cleanup;
   w = stpcpy(w, name);
   for (i = 0; i < n; i++) {
@@ -381,16 +384,23 @@ fail:
   return NULL;
 }
 
-/* An action as /dev/ shows it; NULL when out of memory. */
-static json_t *action_json(const action_rec *a) {
-  return json_pack("{s:I, s:s, s:s, s:O?, s:s, s:O?}", "id", (json_int_t)a->id,
-                   "pack", a->pack, "command", a->command, "input", a->input,
-                   "state", STATE_NAME[a->state], "result", a->result);
+/* A copy of a stored value, JSON null for none; NULL when out of memory. */
+static json_t *copy_or_null(json_t *v) {
+  return v != NULL ? json_deep_copy(v) : json_null();
 }
 
-/* Queues an action; call with the lock held. input is borrowed (NULL:
- * absent); pack_id NULL means the pack registered last. Returns the action
- * (valid until the lock is released), or NULL with *status and *msg. */
+/* An action as /dev/ shows it; NULL when out of memory. */
+static json_t *action_json(const action_rec *a) {
+  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}", "id", (json_int_t)a->id,
+                   "pack", a->pack, "command", a->command,
+                   "input", copy_or_null(a->input),
+                   "state", STATE_NAME[a->state],
+                   "result", copy_or_null(a->result));
+}
+
+/* Queues an action; call with the lock held. input is borrowed and copied
+ * (NULL: absent); pack_id NULL means the pack registered last. Returns the
+ * action (valid until the lock is released), or NULL with *status, *msg. */
 static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
                                   const char *command, json_t *input,
                                   unsigned *status, const char **msg) {
@@ -409,13 +419,14 @@ static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
   memset(a, 0, sizeof *a);
   a->pack = strdup(p->id);
   a->command = strdup(command);
-  if (a->pack == NULL || a->command == NULL) {
+  a->input = input != NULL ? json_deep_copy(input) : NULL;
+  if (a->pack == NULL || a->command == NULL || (input && a->input == NULL)) {
     free(a->pack);
     free(a->command);
+    json_decref(a->input);
     goto oom;
   }
   a->id = s->next_action++;
-  a->input = input != NULL ? json_incref(input) : NULL;
   a->state = ST_NEW;
   s->nactions++;
   return a;
@@ -490,6 +501,7 @@ static void api_discovery(const request *rq, reply *out) {
 static void api_register(flyte_standin *s, const request *rq, reply *out) {
   json_error_t jerr;
   json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, &jerr);
+  json_t *copy = NULL;
   const char *bad;
   char *id = NULL, *eid = NULL;
   pack_rec *p;
@@ -501,7 +513,8 @@ static void api_register(flyte_standin *s, const request *rq, reply *out) {
     fail(out, 400, bad);
     goto cleanup;
   }
-  if ((id = pack_id_of(body)) == NULL || (eid = escape(id)) == NULL) {
+  if ((id = pack_id_of(body)) == NULL || (eid = escape(id)) == NULL ||
+      (copy = json_deep_copy(body)) == NULL) {
     fail(out, 500, "out of memory");
     goto cleanup;
   }
@@ -518,7 +531,8 @@ static void api_register(flyte_standin *s, const request *rq, reply *out) {
   }
   if (p != NULL) {
     json_decref(p->registration);
-    p->registration = json_incref(body);
+    p->registration = copy;
+    copy = NULL;
     p->registrations++;
     clock_gettime(CLOCK_REALTIME, &p->last_seen);
     s->last_pack = p - s->packs;
@@ -536,6 +550,7 @@ static void api_register(flyte_standin *s, const request *rq, reply *out) {
   out->note_body = json_incref(body);
 cleanup:
   json_decref(body);
+  json_decref(copy);
   free(id);
   free(eid);
 }
@@ -559,6 +574,7 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
       MHD_GET_ARGUMENT_KIND, "actionName");
   char *eid = escape(rq->pack);
   action_rec *a = NULL;
+  json_t *input = NULL;
   pack_rec *p;
   if (eid == NULL) {
     fail(out, 500, "out of memory");
@@ -574,9 +590,10 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
         a = c;
     }
   }
-  if (a != NULL) {
-    out->body = json_pack("{s:s, s:O*, s:[{s:o, s:o}]}", "command",
-        a->command, "input", a->input, "links",
+  if (a != NULL && (a->input == NULL ||
+                    (input = json_deep_copy(a->input)) != NULL)) {
+    out->body = json_pack("{s:s, s:o*, s:[{s:o, s:o}]}", "command",
+        a->command, "input", input, "links",
         "href", json_sprintf("%s/v1/packs/%s/actions/%ld/result", rq->base,
                              eid, a->id),
         "rel", json_sprintf("%s/swagger#/actionResult", rq->base));
@@ -606,6 +623,7 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
 static void api_event(flyte_standin *s, const request *rq, reply *out,
                       int is_result) {
   json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, NULL);
+  json_t *copy = json_deep_copy(body); /* what the state keeps */
   event_rec *arr;
   action_rec *a;
   pthread_mutex_lock(&s->lock);
@@ -614,6 +632,8 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
   } else if (!is_event_body(body)) {
     fail(out, 400, "body must be an object with string event and an "
                    "RFC 3339 createdAt");
+  } else if (copy == NULL) {
+    fail(out, 500, "out of memory");
   } else if (is_result) {
     if ((a = find_action(s, rq->action)) == NULL ||
         strcmp(a->pack, rq->pack) != 0) {
@@ -621,7 +641,8 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
     } else if (a->state != ST_PENDING) {
       fail(out, 500, "action is not PENDING");
     } else {
-      a->result = json_incref(body);
+      a->result = copy;
+      copy = NULL;
       a->state = ST_DONE;
       out->status = 202;
     }
@@ -631,7 +652,8 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
     if (arr == NULL || (arr[s->nevents].pack = strdup(rq->pack)) == NULL) {
       fail(out, 500, "out of memory");
     } else {
-      arr[s->nevents++].body = json_incref(body);
+      arr[s->nevents++].body = copy;
+      copy = NULL;
       out->status = 202;
     }
   }
@@ -642,6 +664,7 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
     out->note_body = json_incref(body);
   }
   json_decref(body);
+  json_decref(copy);
 }
 
 /* Splits an API path; sets rq->pack (owned) and rq->action. */
@@ -801,15 +824,16 @@ static json_t *state_json(flyte_standin *s) {
   for (i = 0; i < s->npacks; i++) {
     const pack_rec *p = &s->packs[i];
     format_time(&p->last_seen, when);
-    rc |= json_array_append_new(packs, json_pack("{s:s, s:O, s:I, s:s}",
-        "id", p->id, "registration", p->registration, "registrations",
+    rc |= json_array_append_new(packs, json_pack("{s:s, s:o, s:I, s:s}",
+        "id", p->id, "registration", json_deep_copy(p->registration),
+        "registrations",
         (json_int_t)p->registrations, "lastSeen", when));
   }
   for (i = 0; i < s->nactions; i++)
     rc |= json_array_append_new(actions, action_json(&s->actions[i]));
   for (i = 0; i < s->nevents; i++)
-    rc |= json_array_append_new(events, json_pack("{s:s, s:O}",
-        "pack", s->events[i].pack, "body", s->events[i].body));
+    rc |= json_array_append_new(events, json_pack("{s:s, s:o}",
+        "pack", s->events[i].pack, "body", json_deep_copy(s->events[i].body)));
   for (i = 0; i < C_COUNT; i++)
     rc |= json_object_set_new(counts, COUNTER_NAME[i],
                               json_integer(s->counts[i]));

@@ -82,7 +82,8 @@ static void handle(flyte_host *h, flyte_pack **pack, flyte_http *http,
                    flyte_action *a) {
   flyte_pack_result res;
   flyte_debug("action %s: running command '%s'", a->id, a->command);
-  flyte_pack_run(*pack, a->command, a->input, h->cfg->handler_timeout, &res);
+  flyte_pack_run(*pack, a->command, a->input, a->input_error,
+                 h->cfg->handler_timeout, &res);
   char what[160];
   snprintf(what, sizeof what, "result of action %s (%s)", a->id, a->command);
   if (res.body == NULL) {

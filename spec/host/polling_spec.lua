@@ -1,0 +1,92 @@
+-- How the host polls: at once while actions keep coming, never more than
+-- its free workers, not at all without commands; what it does at start
+-- when the API is not there yet.
+local testing = require "flyte.testing"
+
+local function tmpname()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+
+local function touch(path)
+  assert(io.open(path, "w")):close()
+end
+
+describe("polling", function()
+  local api, host
+  before_each(function() api = testing.api() end)
+  after_each(function()
+    if host then host:stop() end
+    api:stop()
+    host = nil
+  end)
+
+  it("takes the next action at once while actions keep coming", function()
+    -- a first host registers the pack, so that actions can be queued
+    local first = testing.host("spec/fixtures/host/cases.lua", api)
+    api:wait_registration()
+    assert.equal(0, first:stop())
+    local ids = {}
+    for i = 1, 40 do ids[i] = api:enqueue("echo", i) end
+    -- a poll interval far longer than the whole run: only back-to-back
+    -- takes can finish 40 actions before the deadline
+    host = testing.host("spec/fixtures/host/cases.lua", api,
+      { FLYTE_POLL_INTERVAL = 30, FLYTE_WORKERS = 1 })
+    for i = 1, 40 do
+      assert.same(i, api:wait_result(ids[i], 20).payload)
+    end
+  end)
+
+  it("never takes an action while no worker is free", function()
+    host = testing.host("spec/fixtures/host/cases.lua", api, { FLYTE_WORKERS = 1 })
+    api:wait_registration()
+    local release = tmpname()
+    local busy = api:enqueue("wait", { file = release })
+    local waiting = api:enqueue("echo", "next")
+    testing.wait(function() return api:action(busy).state == "PENDING" end, 5,
+      "the first action to be taken")
+    local takes = api:state().requests.take
+    -- several poll intervals (0.5 s) pass: the stand-in sees no take
+    local deadline = require("flyte.core").monotime() + 1.6
+    while require("flyte.core").monotime() < deadline do
+      assert.equal("NEW", api:action(waiting).state)
+      require("flyte.core").sleep(0.1)
+    end
+    assert.equal(takes, api:state().requests.take)
+    touch(release)
+    assert.equal("Echoed", api:wait_result(busy).event)
+    assert.equal("next", api:wait_result(waiting).payload)
+    os.remove(release)
+  end)
+
+  it("does not poll for a pack without commands", function()
+    host = testing.host("packs/ticker.lua", api, { TICKER_INTERVAL = "0.3" })
+    api:wait_registration()
+    api:wait_events(3) -- 0.9 s: past the 0.5 s poll interval
+    assert.equal(0, api:state().requests.take)
+  end)
+
+  it("keeps trying to register until the API is up", function()
+    local port = require("flyte.core").free_port()
+    host = testing.host("packs/jira.lua", "http://127.0.0.1:" .. port)
+    host:wait_log("not registered %(try 2%): discovery: [^\n]*; trying again in")
+    assert.is_nil(host:exit_status())
+  end)
+end)
+
+describe("observe", function()
+  it("sends events on its own until the host stops", function()
+    local api = testing.api()
+    local host = testing.host("packs/ticker.lua", api, { TICKER_INTERVAL = "0.1" })
+    local events = api:wait_events(2)
+    assert.equal("Tick", events[1].body.event)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+Z$",
+      events[1].body.payload.time)
+    -- flyte.sleep returns false when the host stops: it exits promptly
+    local started = require("flyte.core").monotime()
+    assert.equal(0, host:stop())
+    assert.is_true(require("flyte.core").monotime() - started < 5)
+    api:stop()
+  end)
+end)
