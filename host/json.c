@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <lauxlib.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,8 +179,10 @@ static int put_number(encoder *e, int idx) {
   if (!isfinite(d))
     return fail(e, isnan(d) ? "cannot encode NaN (JSON has no such number)"
                             : "cannot encode an infinite number");
-  /* The fewest digits that read back as the same double. */
-  for (int prec = 15; prec <= 17; prec++) {
+  /* The fewest digits that read back as the same double: %.15g already
+   * gives the shortest form for normal numbers that have one of at most 15
+   * digits; subnormals have fewer significant digits, so start lower. */
+  for (int prec = fabs(d) < DBL_MIN && d != 0 ? 1 : 15; prec <= 17; prec++) {
     n = snprintf(buf, sizeof buf, "%.*g", prec, d);
     if (strtod(buf, NULL) == d) break;
   }
@@ -256,16 +259,11 @@ static int put_table(encoder *e, int idx) {
                    "itself?)");
   if (!lua_checkstack(L, 4)) return fail(e, "Lua stack overflow");
   e->depth++;
-  int rc;
+  int rc, marked = 0;
   if (lua_getmetatable(L, idx)) {
     luaL_getmetatable(L, FLYTE_JSON_ARRAY_MT);
-    int marked = lua_rawequal(L, -1, -2);
+    marked = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    if (marked) {
-      rc = put_array(e, idx, (lua_Integer)lua_rawlen(L, idx));
-      e->depth--;
-      return rc;
-    }
   }
 
   size_t nstr = 0, cap = 0;
@@ -289,6 +287,12 @@ static int put_table(encoder *e, int idx) {
       }
       /* Borrowed: the key stays in the table while we encode it. */
       keys[nstr].s = lua_tolstring(L, -1, &keys[nstr].len);
+      if (memchr(keys[nstr].s, '\0', keys[nstr].len)) {
+        bad = "cannot encode an object key with a zero byte (jansson, which "
+              "reads JSON here, does not take \\u0000 in keys)";
+        lua_pop(L, 1);
+        break;
+      }
       nstr++;
     } else if (kt == LUA_TNUMBER && lua_isinteger(L, -1) &&
                lua_tointeger(L, -1) > 0) {
@@ -301,15 +305,16 @@ static int put_table(encoder *e, int idx) {
       break;
     }
   }
-  if (bad == NULL && nstr && nint)
+  if (bad == NULL && nstr && (nint || marked))
     bad = "cannot encode a table with both string keys and array items";
-  if (bad == NULL && nint && maxint != nint)
+  if (bad == NULL && !marked && nint && maxint != nint)
     bad = "cannot encode an array with holes (use flyte.null for missing "
           "items)";
   if (bad) {
     e->depth--;
     rc = fail(e, bad);
-  } else if (nint) {
+  } else if (nint || marked) {
+    /* a marked array may have holes: they are written as null */
     rc = put_array(e, idx, maxint);
     e->depth--;
   } else {

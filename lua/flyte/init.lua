@@ -107,9 +107,9 @@ end
 
 --- Sleeps; returns false at once when the host is stopping or reloading.
 function M.sleep(seconds)
-  if type(seconds) ~= "number" or seconds < 0 then
-    error("flyte.sleep: expected a number of seconds, got "
-      .. tostring(seconds), 2)
+  if type(seconds) ~= "number" or seconds < 0 or seconds ~= seconds then
+    error("flyte.sleep: expected a non-negative number of seconds, got "
+      .. (type(seconds) == "number" and tostring(seconds) or type(seconds)), 2)
   end
   return core.sleep(seconds)
 end

@@ -74,6 +74,8 @@ function M.run(pack, command, input, input_error)
     if type(event) == "table" then
       local encoded, body = pcall(encode_body, "FATAL", event)
       if encoded then return body, "FATAL", true end
+      return fatal(string.format("command '%s' raised a table that cannot be "
+        .. "encoded as JSON: %s", command, body))
     end
     return fatal(string.format("command '%s' raised an error: %s",
       command, tostring(event)))
@@ -127,7 +129,7 @@ function M.health_check(pack, name)
   else
     local ok, h, s = pcall(check)
     if ok then
-      healthy, status = h == true, s
+      healthy, status = h and true or false, s
     else
       healthy, status = false, "check raised an error: " .. tostring(h)
     end

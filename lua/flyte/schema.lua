@@ -30,7 +30,7 @@ end
 
 --- Makes an event definition: a callable that builds events.
 function M.event_def(def)
-  if is_name(def) then def = { name = def } end
+  if type(def) == "string" then def = { name = def } end
   if type(def) ~= "table" then
     error("flyte.event_def: expected a table { name = ..., help_url = ... }, "
       .. "got " .. type(def), 2)
@@ -139,7 +139,8 @@ local function check_command(name, cmd)
   if cmd.timeout ~= nil and (type(cmd.timeout) ~= "number"
       or cmd.timeout <= 0 or cmd.timeout ~= cmd.timeout) then
     return nil, where .. ".timeout must be a positive number of seconds, got "
-      .. tostring(cmd.timeout)
+      .. (type(cmd.timeout) == "number" and tostring(cmd.timeout)
+        or got(cmd.timeout))
   end
   return true
 end

@@ -144,7 +144,7 @@ describe("flyte", function()
 
     it("rejects a negative number of seconds", function()
       assert.has_error(function() flyte.sleep(-1) end,
-        "flyte.sleep: expected a number of seconds, got -1")
+        "flyte.sleep: expected a non-negative number of seconds, got -1")
     end)
   end)
 
