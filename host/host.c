@@ -15,7 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "log.h"
+#include "watch.h"
 
 #define EVENT_QUEUE_CAPACITY 10000
 #define HEALTH_CHECK_TIMEOUT 5.0
@@ -56,20 +59,32 @@ int flyte_host_sleep(flyte_host *h, double seconds) {
 
 static int env_send_event(void *ctx, const char *json, size_t len, char *err,
                           size_t errlen) {
-  return flyte_events_push(ctx, json, len, err, errlen);
+  flyte_gen *g = ctx;
+  return flyte_events_push(g->host, json, len, err, errlen);
 }
 
+/* flyte.sleep: false at once when the host stops or the code is reloaded */
 static int env_sleep(void *ctx, double seconds) {
-  return flyte_host_sleep(ctx, seconds);
+  flyte_gen *g = ctx;
+  flyte_host *h = g->host;
+  double until = flyte_monotime() + seconds;
+  pthread_mutex_lock(&h->mu);
+  while (!atomic_load(&h->stopping) && h->gen == g &&
+         flyte_monotime() < until)
+    flyte_host_wait(h, until);
+  int slept = !atomic_load(&h->stopping) && h->gen == g;
+  pthread_mutex_unlock(&h->mu);
+  return slept;
 }
 
 static int env_stopping(void *ctx) {
-  flyte_host *h = ctx;
-  return atomic_load(&h->stopping);
+  flyte_gen *g = ctx;
+  return atomic_load(&g->host->stopping);
 }
 
 static int env_api_health(void *ctx, char *status, size_t n) {
-  flyte_host *h = ctx;
+  flyte_gen *g = ctx;
+  flyte_host *h = g->host;
   char *url = NULL;
   pthread_mutex_lock(&h->mu);
   if (h->root.health_url) url = strdup(h->root.health_url);
@@ -87,6 +102,29 @@ static int env_api_health(void *ctx, char *status, size_t n) {
 
 /* ---- health ------------------------------------------------------------ */
 
+/* Adds "PackReload" to the health JSON while the last reload failed. It
+ * stays healthy: the code that was loaded before goes on serving, and an
+ * orchestrator restarting the pack would only load the broken file. */
+static char *with_reload_error(flyte_host *h, char *body) {
+  pthread_mutex_lock(&h->mu);
+  json_t *entry = NULL;
+  if (h->reload_error[0])
+    entry = json_pack("{s:b, s:{s:s, s:s, s:s, s:s}}", "healthy", 1, "status",
+                      "file", h->reload_file, "error", h->reload_error, "at",
+                      h->reload_at, "serving",
+                      "the code loaded before this reload");
+  pthread_mutex_unlock(&h->mu);
+  if (entry == NULL) return body;
+  json_t *all = json_loads(body, 0, NULL);
+  if (all) json_object_set(all, "PackReload", entry);
+  char *text = all ? json_dumps(all, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(all);
+  json_decref(entry);
+  if (text == NULL) return body;
+  free(body);
+  return text;
+}
+
 static char *health_answer(void *ud, const char *path, int *status) {
   flyte_host *h = ud;
   int healthy = 0;
@@ -96,7 +134,7 @@ static char *health_answer(void *ud, const char *path, int *status) {
                                  &healthy);
   pthread_mutex_unlock(&h->health_mu);
   *status = healthy ? 200 : 500;
-  return body;
+  return body ? with_reload_error(h, body) : NULL;
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -107,11 +145,17 @@ static void *signal_main(void *arg) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR1); /* our own wake-up at the end */
   for (;;) {
     int sig;
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGUSR1) return NULL;
+    if (sig == SIGHUP) {
+      flyte_info("SIGHUP: reloading the pack");
+      flyte_reload_request(h);
+      continue;
+    }
     pthread_mutex_lock(&h->mu);
     if (!atomic_load(&h->stopping)) {
       flyte_info("%s: stopping; running handlers may finish (up to %g s)",
@@ -147,11 +191,18 @@ static int connect_api(flyte_host *h, flyte_http *http) {
     }
     if (h->root.packs_url) {
       flyte_api_pack p;
-      const char *body = h->info.registration;
+      flyte_gen *g = flyte_host_gen(h);
+      const char *body = g->info.registration;
       double t0 = flyte_monotime();
       if (flyte_api_register(http, h->root.packs_url, body, strlen(body), &p,
                              err, sizeof err) == 0) {
         pthread_mutex_lock(&h->mu);
+        if (h->gen != g) { /* reloaded meanwhile: register the new one */
+          pthread_mutex_unlock(&h->mu);
+          flyte_api_pack_free(&p);
+          attempt--;
+          continue;
+        }
         flyte_api_pack_free(&h->api_pack);
         h->api_pack = p;
         h->registered = 1;
@@ -185,12 +236,28 @@ static int connect_api(flyte_host *h, flyte_http *http) {
 
 /* ---- observe ----------------------------------------------------------- */
 
+/* Waits until the generation is no longer g or the host stops (mu held
+ * by the caller is not required). */
+static void wait_new_gen(flyte_host *h, flyte_gen *g) {
+  pthread_mutex_lock(&h->mu);
+  while (!atomic_load(&h->stopping) && h->gen == g) flyte_host_wait(h, 0);
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* Runs pack.observe with the current code; after a reload, with the new
+ * code (flyte.sleep returns false to end the old loop). */
 static void *observe_main(void *arg) {
   flyte_host *h = arg;
   char err[1024];
   double wait = 1.0;
   while (!atomic_load(&h->stopping)) {
-    flyte_pack *p = flyte_pack_open(h->pack_path, &h->env, 0, err, sizeof err);
+    flyte_gen *g = flyte_host_gen(h);
+    if (!g->info.has_observe) {
+      wait_new_gen(h, g);
+      continue;
+    }
+    flyte_pack *p = flyte_pack_open(h->pack_path, &g->env, 0, &g->sources,
+                                    err, sizeof err);
     int rc = -1;
     double started = flyte_monotime();
     if (p) {
@@ -198,45 +265,90 @@ static void *observe_main(void *arg) {
       flyte_pack_close(p);
     }
     if (atomic_load(&h->stopping)) break;
+    if (flyte_host_gen(h) != g) {
+      flyte_info("observe stopped for the reload; starting the new code");
+      wait = 1.0;
+      continue;
+    }
     if (rc == 0) {
-      flyte_info("observe returned; it is not started again");
-      break;
+      flyte_info("observe returned; it is started again after a reload");
+      wait_new_gen(h, g);
+      continue;
     }
     if (flyte_monotime() - started > 60) wait = 1.0;
     flyte_error("observe failed: %s; starting it again in %g s", err, wait);
-    if (!flyte_host_sleep(h, wait)) break;
+    if (!env_sleep(g, wait) && flyte_host_gen(h) == g) break;
     wait = wait * 2 > OBSERVE_RESTART_CAP ? OBSERVE_RESTART_CAP : wait * 2;
   }
   return NULL;
 }
 
+flyte_gen *flyte_host_gen(flyte_host *h) {
+  pthread_mutex_lock(&h->mu);
+  flyte_gen *g = h->gen;
+  pthread_mutex_unlock(&h->mu);
+  return g;
+}
+
+flyte_gen *flyte_host_new_gen(flyte_host *h, flyte_pack **pack, char *err,
+                              size_t errlen) {
+  static unsigned next_id = 0;
+  flyte_gen *g = calloc(1, sizeof *g);
+  if (g == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  g->host = h;
+  g->id = ++next_id;
+  g->env = (flyte_core_env){g,           env_send_event, env_sleep,
+                            env_stopping, env_api_health, &h->cancel};
+  *pack = flyte_pack_open(h->pack_path, &g->env, 0, NULL, err, errlen);
+  if (*pack == NULL ||
+      flyte_pack_describe(*pack, h->cfg->labels, h->cfg->nlabels, &g->info,
+                          err, errlen) != 0 ||
+      flyte_pack_sources(*pack, &g->sources) != 0) {
+    if (*pack && err[0] == '\0') snprintf(err, errlen, "out of memory");
+    flyte_pack_info_free(&g->info);
+    flyte_pack_close(*pack);
+    *pack = NULL;
+    free(g);
+    return NULL;
+  }
+  return g;
+}
+
 /* ---- run ----------------------------------------------------------------- */
+
+int flyte_host_start_workers(flyte_host *h) {
+  if (h->workers) return 0;
+  h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
+  if (h->workers == NULL) return -1;
+  for (int i = 0; i < h->cfg->workers; i++) {
+    if (pthread_create(&h->workers[i], NULL, flyte_worker_main, h) != 0) {
+      flyte_error("cannot start worker %d", i + 1);
+      return -1;
+    }
+    h->nworkers++;
+  }
+  return 0;
+}
 
 static int start_threads(flyte_host *h) {
   if (flyte_events_start(h, EVENT_QUEUE_CAPACITY) != 0) {
     flyte_error("cannot start the event sender");
     return -1;
   }
-  if (h->info.ncommands > 0) {
-    h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
-    if (h->workers == NULL) return -1;
-    for (int i = 0; i < h->cfg->workers; i++) {
-      if (pthread_create(&h->workers[i], NULL, flyte_worker_main, h) != 0) {
-        flyte_error("cannot start worker %d", i + 1);
-        return -1;
-      }
-      h->nworkers++;
-    }
+  if (flyte_host_gen(h)->info.ncommands > 0) {
+    if (flyte_host_start_workers(h) != 0) return -1;
   } else {
     flyte_info("the pack has no commands: not polling for actions");
   }
-  if (h->info.has_observe) {
-    if (pthread_create(&h->observe, NULL, observe_main, h) != 0) {
-      flyte_error("cannot start observe");
-      return -1;
-    }
-    h->observe_running = 1;
+  /* observe waits for a pack that has it, now or after a reload */
+  if (pthread_create(&h->observe, NULL, observe_main, h) != 0) {
+    flyte_error("cannot start observe");
+    return -1;
   }
+  h->observe_running = 1;
   return 0;
 }
 
@@ -248,6 +360,7 @@ static void stop_threads(flyte_host *h) {
   }
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
+  flyte_reload_stop(h);
   for (int i = 0; i < h->nworkers; i++) pthread_join(h->workers[i], NULL);
   if (h->observe_running) {
     struct timespec ts;
@@ -274,8 +387,6 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   memset(h, 0, sizeof *h);
   h->cfg = cfg;
   h->pack_path = pack_path;
-  h->env = (flyte_core_env){h,          env_send_event, env_sleep,
-                            env_stopping, env_api_health, &h->cancel};
   pthread_mutex_init(&h->mu, NULL);
   pthread_mutex_init(&h->health_mu, NULL);
   pthread_mutex_init(&h->aux_mu, NULL);
@@ -290,6 +401,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
@@ -300,14 +412,8 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     rc = 2;
     goto cleanup;
   }
-  h->health_pack = flyte_pack_open(pack_path, &h->env, 0, err, sizeof err);
-  if (h->health_pack == NULL) {
-    fprintf(stderr, "flyte-host: %s\n", err);
-    rc = 2;
-    goto cleanup;
-  }
-  if (flyte_pack_describe(h->health_pack, cfg->labels, cfg->nlabels, &h->info,
-                          err, sizeof err) != 0) {
+  h->gen = h->gens = flyte_host_new_gen(h, &h->health_pack, err, sizeof err);
+  if (h->gen == NULL) {
     fprintf(stderr, "flyte-host: %s\n", err);
     rc = 2;
     goto cleanup;
@@ -335,8 +441,11 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   }
 
   flyte_info("pack %s: %d command(s), %d worker(s), polling every %g s",
-             pack_path, h->info.ncommands,
-             h->info.ncommands ? cfg->workers : 0, cfg->poll_interval);
+             pack_path, h->gen->info.ncommands,
+             h->gen->info.ncommands ? cfg->workers : 0, cfg->poll_interval);
+  if (flyte_reload_start(h) != 0)
+    flyte_warn("the pack will not be reloaded when it changes (SIGHUP still "
+               "reloads it)");
   if (connect_api(h, http) == 0) {
     if (start_threads(h) != 0) {
       stop_threads(h);
@@ -366,7 +475,12 @@ cleanup:
   }
   flyte_health_stop(h->health);
   flyte_pack_close(h->health_pack);
-  flyte_pack_info_free(&h->info);
+  for (flyte_gen *g = h->gens, *next; g; g = next) {
+    next = g->next;
+    flyte_pack_info_free(&g->info);
+    flyte_sources_free(&g->sources);
+    free(g);
+  }
   flyte_http_free(http);
   flyte_http_free(h->aux_http);
   flyte_api_root_free(&h->root);

@@ -18,11 +18,23 @@
 #include "state.h"
 
 typedef struct flyte_events flyte_events;
+typedef struct flyte_host flyte_host;
 
-typedef struct flyte_host {
+/* One loading of the pack's code. A reload makes a new generation; states
+ * built for an older one finish what they run, then are rebuilt. Kept until
+ * the host exits (reloads are rare), so a state never outlives its env. */
+typedef struct flyte_gen {
+  struct flyte_gen *next;
+  flyte_host *host;
+  unsigned id;
+  flyte_core_env env; /* what pack code reaches through flyte.core */
+  flyte_pack_info info;
+  flyte_sources sources; /* the code every state of this generation runs */
+} flyte_gen;
+
+struct flyte_host {
   const flyte_config *cfg;
   const char *pack_path;
-  flyte_core_env env; /* what pack code reaches through flyte.core */
 
   pthread_mutex_t mu;
   pthread_cond_t cond; /* broadcast on any change below */
@@ -42,19 +54,29 @@ typedef struct flyte_host {
   int leader;       /* a worker is waiting to poll */
   double next_poll; /* monotonic: when the leader polls again */
 
-  flyte_pack_info info;
-  flyte_pack *health_pack; /* the first state loaded; used by health */
+  flyte_gen *gen;  /* the current generation (under mu) */
+  flyte_gen *gens; /* every generation, newest first */
+  flyte_pack *health_pack; /* the current code; used by health (health_mu) */
   pthread_mutex_t health_mu;
   flyte_http *aux_http; /* for api_health, under aux_mu */
   pthread_mutex_t aux_mu;
   flyte_health *health;
+
+  /* reload (under mu) */
+  int reload_requested;   /* SIGHUP */
+  char reload_error[1024]; /* the last failed reload, until a good one */
+  char reload_file[512];
+  char reload_at[40];
+  struct flyte_watch *watch;
+  pthread_t reloader;
+  int reloader_running;
 
   int nworkers;
   pthread_t *workers;
   int observe_running;
   pthread_t observe;
   flyte_events *events;
-} flyte_host;
+};
 
 /* Runs `flyte-host run`: returns the process exit status. */
 int flyte_host_run(const flyte_config *cfg, const char *pack_path);
@@ -68,6 +90,23 @@ void flyte_host_wait(flyte_host *h, double deadline);
 
 /* Sleeps up to `seconds` unless the host stops first: 1 slept, 0 stopped. */
 int flyte_host_sleep(flyte_host *h, double seconds);
+
+/* The current generation (takes mu). */
+flyte_gen *flyte_host_gen(flyte_host *h);
+
+/* Builds a new generation from the pack file: loads and checks it. Returns
+ * it with its state in *pack, or NULL with a message. */
+flyte_gen *flyte_host_new_gen(flyte_host *h, flyte_pack **pack, char *err,
+                              size_t errlen);
+
+/* Starts the workers unless they run already (at start, or when a reload
+ * brings the first command). Called by one thread at a time. */
+int flyte_host_start_workers(flyte_host *h);
+
+/* reload.c: watching the pack's files and reloading on change or SIGHUP. */
+int flyte_reload_start(flyte_host *h);
+void flyte_reload_request(flyte_host *h); /* from the signal thread */
+void flyte_reload_stop(flyte_host *h);
 
 /* worker.c: one thread per worker: take, run, deliver. */
 void *flyte_worker_main(void *host);

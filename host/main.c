@@ -101,7 +101,7 @@ static int cmd_check(const flyte_config *c) {
   char err[1024];
   int rc = need_pack(c, 0, 0);
   if (rc) return rc;
-  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, err, sizeof err);
+  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, NULL, err, sizeof err);
   flyte_pack_info info;
   if (p == NULL ||
       flyte_pack_describe(p, c->labels, c->nlabels, &info, err, sizeof err)) {
@@ -131,7 +131,7 @@ static int cmd_invoke(const flyte_config *c) {
       return bad_usage(err);
     }
   }
-  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, err, sizeof err);
+  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, NULL, err, sizeof err);
   if (p == NULL) {
     fprintf(stderr, "flyte-host: %s\n", err);
     json_decref(input);
@@ -257,7 +257,7 @@ static int cmd_dev(flyte_config *c) {
   }
 
   /* Check the pack before starting anything. */
-  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, err, sizeof err);
+  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, NULL, err, sizeof err);
   flyte_pack_info info = {0};
   if (p == NULL ||
       flyte_pack_describe(p, c->labels, c->nlabels, &info, err, sizeof err)) {

@@ -37,7 +37,8 @@ static char *dup_top_string(lua_State *L, int idx) {
 }
 
 flyte_pack *flyte_pack_open(const char *path, const flyte_core_env *env,
-                            size_t memory_limit, char *err, size_t errlen) {
+                            size_t memory_limit, const flyte_sources *sources,
+                            char *err, size_t errlen) {
   flyte_pack *p = calloc(1, sizeof *p);
   char *dir = strdup(path);
   if (p == NULL || dir == NULL) {
@@ -62,7 +63,16 @@ flyte_pack *flyte_pack_open(const char *path, const flyte_core_env *env,
   p->runner = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "load");
   lua_pushstring(L, path);
-  if (flyte_state_call(L, 1, 2, 0, err, errlen) != FLYTE_CALL_OK) goto fail;
+  if (sources) {
+    lua_createtable(L, 0, (int)sources->n);
+    for (size_t i = 0; i < sources->n; i++) {
+      lua_pushlstring(L, sources->texts[i], sources->lens[i]);
+      lua_setfield(L, -2, sources->paths[i]);
+    }
+  } else {
+    lua_pushnil(L);
+  }
+  if (flyte_state_call(L, 2, 2, 0, err, errlen) != FLYTE_CALL_OK) goto fail;
   if (lua_isnil(L, -2)) { /* stack: runner nil why */
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     goto fail;
@@ -111,6 +121,58 @@ int flyte_pack_describe(flyte_pack *p, const flyte_label *labels,
 void flyte_pack_info_free(flyte_pack_info *info) {
   free(info->registration);
   memset(info, 0, sizeof *info);
+}
+
+int flyte_pack_sources(flyte_pack *p, flyte_sources *out) {
+  lua_State *L = p->L;
+  char err[256];
+  memset(out, 0, sizeof *out);
+  push_runner_fn(p, "sources");
+  if (flyte_state_call(L, 0, 1, 0, err, sizeof err) != FLYTE_CALL_OK) return -1;
+  size_t cap = 0;
+  lua_pushnil(L);
+  while (lua_next(L, -2)) { /* stack: sources path text */
+    if (out->n == cap) {
+      cap = cap ? cap * 2 : 8;
+      char **paths = realloc(out->paths, cap * sizeof *paths);
+      if (paths) out->paths = paths;
+      char **texts = realloc(out->texts, cap * sizeof *texts);
+      if (texts) out->texts = texts;
+      size_t *lens = realloc(out->lens, cap * sizeof *lens);
+      if (lens) out->lens = lens;
+      if (!paths || !texts || !lens) {
+        lua_settop(L, 0);
+        flyte_sources_free(out);
+        return -1;
+      }
+    }
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+    out->paths[out->n] = dup_top_string(L, -2);
+    out->texts[out->n] = malloc(len + 1);
+    out->lens[out->n] = len;
+    if (out->texts[out->n]) memcpy(out->texts[out->n], text, len + 1);
+    out->n++;
+    lua_pop(L, 1);
+    if (!out->paths[out->n - 1] || !out->texts[out->n - 1]) {
+      lua_settop(L, 0);
+      flyte_sources_free(out);
+      return -1;
+    }
+  }
+  lua_settop(L, 0);
+  return 0;
+}
+
+void flyte_sources_free(flyte_sources *s) {
+  for (size_t i = 0; i < s->n; i++) {
+    free(s->paths[i]);
+    free(s->texts[i]);
+  }
+  free(s->paths);
+  free(s->texts);
+  free(s->lens);
+  memset(s, 0, sizeof *s);
 }
 
 /* A FATAL body built in C, for the cases where Lua cannot build it. */

@@ -29,10 +29,22 @@ typedef struct {
   double seconds;    /* how long the handler ran */
 } flyte_pack_result;
 
-/* Loads and checks the pack file in a new state. NULL with a message (file
+/* The sources of the files a state loaded from the pack's directory: the
+ * pack file and the modules beside it. Plain C data, shared read-only by
+ * the states of one generation. */
+typedef struct {
+  size_t n;
+  char **paths;
+  char **texts;
+  size_t *lens;
+} flyte_sources;
+
+/* Loads and checks the pack file in a new state; with `sources`, the files
+ * it names come from there instead of the disk. NULL with a message (file
  * and line where it has them) on failure. */
 flyte_pack *flyte_pack_open(const char *path, const flyte_core_env *env,
-                            size_t memory_limit, char *err, size_t errlen);
+                            size_t memory_limit, const flyte_sources *sources,
+                            char *err, size_t errlen);
 void flyte_pack_close(flyte_pack *p);
 
 /* Describes the pack; `labels` (FLYTE_LABELS) win over the pack's own.
@@ -41,6 +53,10 @@ int flyte_pack_describe(flyte_pack *p, const flyte_label *labels,
                         size_t nlabels, flyte_pack_info *info, char *err,
                         size_t errlen);
 void flyte_pack_info_free(flyte_pack_info *info);
+
+/* Copies what the state loaded from the pack's directory. Returns 0 or -1. */
+int flyte_pack_sources(flyte_pack *p, flyte_sources *out);
+void flyte_sources_free(flyte_sources *s);
 
 /* Runs one action and always produces a result body: the handler's event,
  * or the FATAL event the contract describes. `input` is borrowed (NULL when

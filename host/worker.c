@@ -20,7 +20,7 @@ static char *wait_turn(flyte_host *h) {
   pthread_mutex_lock(&h->mu);
   for (;;) {
     if (atomic_load(&h->stopping)) break;
-    if (!h->registered) {
+    if (!h->registered || h->gen->info.ncommands == 0) {
       flyte_host_wait(h, 0);
       continue;
     }
@@ -34,11 +34,12 @@ static char *wait_turn(flyte_host *h) {
     }
     h->leader = 1;
     while (!atomic_load(&h->stopping) && h->registered && !h->hot &&
-           flyte_monotime() < h->next_poll)
+           h->gen->info.ncommands > 0 && flyte_monotime() < h->next_poll)
       flyte_host_wait(h, h->next_poll);
     h->leader = 0;
     pthread_cond_broadcast(&h->cond);
-    if (!atomic_load(&h->stopping) && h->registered) {
+    if (!atomic_load(&h->stopping) && h->registered &&
+        h->gen->info.ncommands > 0) {
       url = strdup(h->api_pack.take_url);
       break;
     }
@@ -78,9 +79,28 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
   pthread_mutex_unlock(&h->mu);
 }
 
-static void handle(flyte_host *h, flyte_pack **pack, flyte_http *http,
-                   flyte_action *a) {
+/* Makes *pack run the current generation's code; keeps the old state when
+ * the new one cannot be built (the file changed again under us). */
+static void catch_up(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
+                     int force) {
+  flyte_gen *g = flyte_host_gen(h);
+  if (g == *mine && !force) return;
+  char err[1024];
+  flyte_pack *fresh = flyte_pack_open(h->pack_path, &g->env, 0, &g->sources,
+                                      err, sizeof err);
+  if (fresh == NULL) {
+    flyte_error("cannot build a Lua state for the pack: %s", err);
+    return;
+  }
+  flyte_pack_close(*pack);
+  *pack = fresh;
+  *mine = g;
+}
+
+static void handle(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
+                   flyte_http *http, flyte_action *a) {
   flyte_pack_result res;
+  catch_up(h, mine, pack, 0); /* a reload since: run the new code */
   flyte_debug("action %s: running command '%s'", a->id, a->command);
   flyte_pack_run(*pack, a->command, a->input, a->input_error,
                  h->cfg->handler_timeout, &res);
@@ -98,19 +118,28 @@ static void handle(flyte_host *h, flyte_pack **pack, flyte_http *http,
     }
   }
   free(res.body);
-  if (res.state_broken) {
-    /* After a timeout or running out of memory the state may hold broken
-     * invariants: start afresh. */
-    char err[512];
-    flyte_pack *fresh =
-        flyte_pack_open(h->pack_path, &h->env, 0, err, sizeof err);
-    if (fresh) {
-      flyte_pack_close(*pack);
-      *pack = fresh;
-    } else {
-      flyte_error("cannot rebuild the Lua state: %s", err);
-    }
+  /* After a timeout or running out of memory the state may hold broken
+   * invariants: start afresh. */
+  if (res.state_broken) catch_up(h, mine, pack, 1);
+}
+
+/* Builds the worker's first state. The pack file may be mid-edit (it
+ * loaded fine a moment ago): keep trying, with the current code, until it
+ * loads or the host stops. */
+static flyte_pack *first_state(flyte_host *h, flyte_gen **mine) {
+  char err[1024];
+  double wait = 0.1;
+  while (!atomic_load(&h->stopping)) {
+    *mine = flyte_host_gen(h);
+    flyte_pack *p = flyte_pack_open(h->pack_path, &(*mine)->env, 0,
+                                    &(*mine)->sources, err, sizeof err);
+    if (p) return p;
+    flyte_error("worker cannot load the pack (trying again in %g s): %s",
+                wait, err);
+    flyte_host_sleep(h, wait);
+    wait = wait * 2 > 5 ? 5 : wait * 2;
   }
+  return NULL;
 }
 
 void *flyte_worker_main(void *arg) {
@@ -118,11 +147,9 @@ void *flyte_worker_main(void *arg) {
   char err[1024];
   flyte_http_opts opts = flyte_host_http_opts(h);
   flyte_http *http = flyte_http_new(&opts);
-  flyte_pack *pack = flyte_pack_open(h->pack_path, &h->env, 0, err, sizeof err);
-  if (http == NULL || pack == NULL) {
-    flyte_error("worker cannot start: %s", pack ? "out of memory" : err);
-    goto cleanup;
-  }
+  flyte_gen *mine = NULL;
+  flyte_pack *pack = http ? first_state(h, &mine) : NULL;
+  if (http == NULL || pack == NULL) goto cleanup;
   char *url;
   while ((url = wait_turn(h)) != NULL) {
     flyte_action a;
@@ -130,7 +157,7 @@ void *flyte_worker_main(void *arg) {
     free(url);
     after_take(h, r, err);
     if (r == FLYTE_TAKE_ACTION) {
-      handle(h, &pack, http, &a);
+      handle(h, &mine, &pack, http, &a);
       flyte_action_free(&a);
     }
   }

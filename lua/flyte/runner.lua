@@ -24,18 +24,63 @@ local function describe(v)
   return "a " .. type(v) .. " (" .. tostring(v) .. ")"
 end
 
---- Loads a pack file in this state and checks it.
+-- The source of every file loaded from the pack's directory by M.load, by
+-- path: what a reload watches, and what the other states of the same
+-- generation load, so that they all run the same code even when a file
+-- changes on disk between their loads.
+local sources = {}
+
+local function read(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- Loads a pack file in this state and checks it. `snapshot` (optional)
+-- maps paths to sources to use instead of the files on disk.
 -- Returns the pack table, or nil and a message.
-function M.load(path)
-  local chunk, err = loadfile(path)
-  if not chunk then return nil, err end
+function M.load(path, snapshot)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local template = dir .. "/?.lua;" .. dir .. "/?/init.lua"
+  local function source_of(file)
+    local text = snapshot and snapshot[file]
+    if text == nil then
+      local err
+      text, err = read(file)
+      if not text then return nil, err end
+    end
+    sources[file] = text
+    return text
+  end
+  -- modules beside the pack come from the snapshot (or disk, recorded)
+  table.insert(package.searchers, 2, function(name)
+    local file = package.searchpath(name, template)
+    if not file then return nil end
+    local text, err = source_of(file)
+    if not text then return "\n\t" .. err end
+    local chunk, why = load(text, "@" .. file)
+    if not chunk then error(why, 0) end
+    return chunk, file
+  end)
+
+  local text, err = source_of(path)
+  if not text then return nil, err end
+  local chunk, why = load(text, "@" .. path)
+  if not chunk then return nil, why end
   local ok, pack = pcall(chunk)
   if not ok then
     return nil, path .. ": error while loading the pack: " .. tostring(pack)
   end
-  local valid, why = schema.check_pack(pack)
-  if not valid then return nil, path .. ": " .. why end
+  local valid, invalid = schema.check_pack(pack)
+  if not valid then return nil, path .. ": " .. invalid end
   return pack
+end
+
+--- The sources loaded so far (path -> text).
+function M.sources()
+  return sources
 end
 
 --- What C needs to know about a pack: its registration body as JSON, the
