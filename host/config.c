@@ -27,7 +27,9 @@ typedef enum {
   KIND_LEVEL,
   KIND_FORMAT,
   KIND_STRING,
-  KIND_TIMEOUT
+  KIND_TIMEOUT,
+  KIND_SIZE,
+  KIND_GRACE
 } kind;
 
 typedef struct {
@@ -50,6 +52,8 @@ static const setting settings[] = {
     {"FLYTE_LOG_LEVEL", "--log-level", KIND_LEVEL, 0},
     {"FLYTE_LOG_FORMAT", "--log-format", KIND_FORMAT, 0},
     {"FLYTE_HANDLER_TIMEOUT", "--handler-timeout", KIND_TIMEOUT, 0},
+    {"FLYTE_MEMORY_LIMIT", "--memory-limit", KIND_SIZE, 0},
+    {"FLYTE_SHUTDOWN_GRACE", "--shutdown-grace", KIND_GRACE, 0},
     {NULL, "--port", KIND_PORT, 0},
     {NULL, "--send", KIND_STRING, 0},
 };
@@ -74,6 +78,24 @@ int flyte_parse_seconds(const char *text, double *out) {
   if (*end == 's') end++;
   if (*end != '\0' || v < 0) return -1;
   *out = v;
+  return 0;
+}
+
+int flyte_parse_size(const char *text, size_t *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(text, &end);
+  if (end == text || errno != 0 || !isfinite(v) || v < 0) return -1;
+  double unit = 1;
+  switch (*end) {
+  case 'k': case 'K': unit = 1024.0; end++; break;
+  case 'm': case 'M': unit = 1024.0 * 1024; end++; break;
+  case 'g': case 'G': unit = 1024.0 * 1024 * 1024; end++; break;
+  default: break;
+  }
+  if (unit > 1 && (*end == 'B' || *end == 'b')) end++;
+  if (*end != '\0' || v * unit > 1e15) return -1;
+  *out = (size_t)(v * unit);
   return 0;
 }
 
@@ -200,6 +222,21 @@ static int apply(flyte_config *c, const setting *s, const char *from,
                   from, value);
     c->handler_timeout = secs;
     return 0;
+  case KIND_SIZE: {
+    size_t size;
+    if (flyte_parse_size(value, &size) != 0)
+      return fail(err, n, "%s: '%s' is not a size (e.g. 64MB, 512k; 0 for "
+                  "none)", from, value);
+    if (size != 0 && size < 1024 * 1024)
+      return fail(err, n, "%s: %s is below the minimum of 1MB", from, value);
+    c->memory_limit = size;
+    return 0;
+  }
+  case KIND_GRACE:
+    if (flyte_parse_seconds(value, &secs) != 0)
+      return fail(err, n, "%s: '%s' is not a number of seconds", from, value);
+    c->shutdown_grace = secs;
+    return 0;
   case KIND_POLL:
     if (flyte_parse_seconds(value, &secs) != 0)
       return fail(err, n, "%s: '%s' is not a number of seconds", from, value);
@@ -283,6 +320,7 @@ int flyte_config_load(flyte_config *c, int argc, char **argv, char *err,
   c->log_level = FLYTE_LOG_INFO;
   c->log_format = FLYTE_LOG_TEXT;
   c->dev_port = 8080;
+  c->shutdown_grace = 30;
   c->args = calloc((size_t)argc + 1, sizeof *c->args);
   if (c->args == NULL) return fail(err, errlen, "out of memory");
 

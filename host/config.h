@@ -27,6 +27,8 @@ typedef struct {
   int log_level;          /* FLYTE_LOG_LEVEL (flyte_log_level) */
   int log_format;         /* FLYTE_LOG_FORMAT (flyte_log_format) */
   double handler_timeout; /* FLYTE_HANDLER_TIMEOUT: seconds, 0 for none */
+  size_t memory_limit;    /* FLYTE_MEMORY_LIMIT: bytes per Lua state, 0 none */
+  double shutdown_grace;  /* FLYTE_SHUTDOWN_GRACE: seconds */
   /* `dev` only */
   int dev_port;           /* --port: the stand-in API's port */
   char *dev_send;         /* --send 'COMMAND [INPUT_JSON]' */
@@ -46,6 +48,9 @@ void flyte_config_free(flyte_config *c);
 int flyte_labels_parse(const char *text, flyte_label **out, size_t *n,
                        char *err, size_t errlen);
 void flyte_labels_free(flyte_label *labels, size_t n);
+
+/* Parses a size in bytes ("64MB", "512k", "1G", "1048576"); 0 or -1. */
+int flyte_parse_size(const char *text, size_t *out);
 
 /* Parses seconds ("5", "0.5", "1.5s"); returns 0 or -1. */
 int flyte_parse_seconds(const char *text, double *out);

@@ -22,7 +22,7 @@
 
 #define EVENT_QUEUE_CAPACITY 10000
 #define HEALTH_CHECK_TIMEOUT 5.0
-#define SHUTDOWN_GRACE 30.0
+#define FINAL_DELIVERY 5.0 /* seconds to post FATALs after the grace */
 #define CONNECT_BACKOFF_FIRST 0.5
 #define CONNECT_BACKOFF_CAP 30.0
 #define OBSERVE_RESTART_CAP 60.0
@@ -159,8 +159,8 @@ static void *signal_main(void *arg) {
     pthread_mutex_lock(&h->mu);
     if (!atomic_load(&h->stopping)) {
       flyte_info("%s: stopping; running handlers may finish (up to %g s)",
-                 sig == SIGINT ? "SIGINT" : "SIGTERM", SHUTDOWN_GRACE);
-      h->stop_deadline = flyte_monotime() + SHUTDOWN_GRACE;
+                 sig == SIGINT ? "SIGINT" : "SIGTERM", h->cfg->shutdown_grace);
+      h->stop_deadline = flyte_monotime() + h->cfg->shutdown_grace;
       atomic_store(&h->stopping, 1);
     } else {
       flyte_warn("second signal: stopping now");
@@ -256,7 +256,8 @@ static void *observe_main(void *arg) {
       wait_new_gen(h, g);
       continue;
     }
-    flyte_pack *p = flyte_pack_open(h->pack_path, &g->env, 0, &g->sources,
+    flyte_pack *p = flyte_pack_open(h->pack_path, &g->env, h->cfg->memory_limit,
+                                    &g->sources,
                                     err, sizeof err);
     int rc = -1;
     double started = flyte_monotime();
@@ -302,7 +303,8 @@ flyte_gen *flyte_host_new_gen(flyte_host *h, flyte_pack **pack, char *err,
   g->id = ++next_id;
   g->env = (flyte_core_env){g,           env_send_event, env_sleep,
                             env_stopping, env_api_health, &h->cancel};
-  *pack = flyte_pack_open(h->pack_path, &g->env, 0, NULL, err, errlen);
+  *pack = flyte_pack_open(h->pack_path, &g->env, h->cfg->memory_limit, NULL,
+                          err, errlen);
   if (*pack == NULL ||
       flyte_pack_describe(*pack, h->cfg->labels, h->cfg->nlabels, &g->info,
                           err, errlen) != 0 ||
@@ -324,7 +326,9 @@ int flyte_host_start_workers(flyte_host *h) {
   h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
   if (h->workers == NULL) return -1;
   for (int i = 0; i < h->cfg->workers; i++) {
-    if (pthread_create(&h->workers[i], NULL, flyte_worker_main, h) != 0) {
+    h->workers[i].host = h;
+    if (pthread_create(&h->workers[i].thread, NULL, flyte_worker_main,
+                       &h->workers[i]) != 0) {
       flyte_error("cannot start worker %d", i + 1);
       return -1;
     }
@@ -352,28 +356,113 @@ static int start_threads(flyte_host *h) {
   return 0;
 }
 
-static void stop_threads(flyte_host *h) {
+/* pthread_timedjoin_np wants a CLOCK_REALTIME time */
+static int join_until(pthread_t t, double mono_deadline) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  double left = mono_deadline - flyte_monotime();
+  if (left < 0) left = 0;
+  double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + left;
+  ts.tv_sec = (time_t)at;
+  ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+  return pthread_timedjoin_np(t, NULL, &ts);
+}
+
+/* Completes the actions whose handlers did not finish within the grace
+ * period with a FATAL, so that no flow waits on them forever. */
+static void complete_stuck(flyte_host *h, flyte_http *http) {
+  pthread_mutex_lock(&h->mu);
+  h->stop_deadline = flyte_monotime() + FINAL_DELIVERY;
+  pthread_mutex_unlock(&h->mu);
+  for (int i = 0; i < h->nworkers; i++) {
+    flyte_worker *w = &h->workers[i];
+    if (w->joined) continue;
+    /* copy first: the worker clears these under mu once it has finished */
+    char *url = NULL, *command = NULL, *action = NULL;
+    pthread_mutex_lock(&h->mu);
+    if (atomic_load(&w->slot) == SLOT_RUNNING && w->result_url) {
+      url = strdup(w->result_url);
+      command = strdup(w->command);
+      action = strdup(w->action);
+    }
+    pthread_mutex_unlock(&h->mu);
+    int running = SLOT_RUNNING;
+    if (url == NULL ||
+        !atomic_compare_exchange_strong(&w->slot, &running, SLOT_CLAIMED)) {
+      free(url);
+      free(command);
+      free(action);
+      continue;
+    }
+    char text[600], when[40], what[300];
+    snprintf(text, sizeof text,
+             "command '%s': the host stopped before the handler finished "
+             "(it ran past the %g s shutdown grace period)",
+             command ? command : "?", h->cfg->shutdown_grace);
+    flyte_time_rfc3339(when, sizeof when, 6);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
+                          "createdAt", when);
+    char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
+             action ? action : "?", command ? command : "?");
+    if (url && body &&
+        flyte_deliver(h, http, url, body, strlen(body), what) ==
+            FLYTE_DELIVERED)
+      flyte_warn("action %s (%s): the handler did not finish within %g s; "
+                 "posted FATAL",
+                 action, command, h->cfg->shutdown_grace);
+    free(body);
+    free(url);
+    free(command);
+    free(action);
+  }
+}
+
+/* Stops everything; returns the number of workers left running (stuck in
+ * pack code past the grace period). */
+static int stop_threads(flyte_host *h, flyte_http *http) {
   pthread_mutex_lock(&h->mu);
   if (!atomic_load(&h->stopping)) {
-    h->stop_deadline = flyte_monotime() + SHUTDOWN_GRACE;
+    h->stop_deadline = flyte_monotime() + h->cfg->shutdown_grace;
     atomic_store(&h->stopping, 1);
   }
   pthread_cond_broadcast(&h->cond);
+  double deadline = h->stop_deadline;
   pthread_mutex_unlock(&h->mu);
   flyte_reload_stop(h);
-  for (int i = 0; i < h->nworkers; i++) pthread_join(h->workers[i], NULL);
+  int stuck = 0;
+  for (int i = 0; i < h->nworkers; i++)
+    h->workers[i].joined = join_until(h->workers[i].thread, deadline) == 0;
+  for (int i = 0; i < h->nworkers; i++) stuck += !h->workers[i].joined;
+  if (stuck) {
+    complete_stuck(h, http);
+    atomic_store(&h->cancel, 1);
+    pthread_mutex_lock(&h->mu);
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->mu);
+    stuck = 0;
+    for (int i = 0; i < h->nworkers; i++) {
+      if (!h->workers[i].joined)
+        h->workers[i].joined =
+            join_until(h->workers[i].thread, flyte_monotime() + 1) == 0;
+      stuck += !h->workers[i].joined;
+    }
+  }
   if (h->observe_running) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)SHUTDOWN_GRACE;
-    if (pthread_timedjoin_np(h->observe, NULL, &ts) != 0)
-      flyte_warn("observe did not return within %g s of stopping (does it "
-                 "check what flyte.sleep returns?)",
-                 SHUTDOWN_GRACE);
-    else
+    if (join_until(h->observe, flyte_monotime() + 1 +
+                                   (deadline > flyte_monotime()
+                                        ? deadline - flyte_monotime()
+                                        : 0)) != 0) {
+      flyte_warn("observe did not return after the host stopped (does it "
+                 "check what flyte.sleep returns?)");
+      stuck++;
+    } else {
       h->observe_running = 0;
+    }
   }
   flyte_events_stop(h);
+  return stuck;
 }
 
 int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
@@ -448,7 +537,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
                "reloads it)");
   if (connect_api(h, http) == 0) {
     if (start_threads(h) != 0) {
-      stop_threads(h);
+      stop_threads(h, http);
       goto cleanup;
     }
     /* Main thread: register again whenever the API forgets the pack. */
@@ -464,7 +553,13 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     }
     pthread_mutex_unlock(&h->mu);
   }
-  stop_threads(h);
+  if (stop_threads(h, http) > 0) {
+    /* Threads stuck in pack code still use the host: end the process
+     * without tearing it down under them. */
+    flyte_warn("stopped, leaving threads stuck in pack code behind");
+    fflush(NULL);
+    _exit(0);
+  }
   flyte_info("stopped");
   rc = 0;
 

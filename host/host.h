@@ -20,6 +20,19 @@
 typedef struct flyte_events flyte_events;
 typedef struct flyte_host flyte_host;
 
+enum { SLOT_IDLE = 0, SLOT_RUNNING, SLOT_CLAIMED };
+
+/* A worker thread and the action it runs, so that at the end of the grace
+ * period the main thread can complete an action whose handler is stuck. */
+typedef struct {
+  flyte_host *host;
+  pthread_t thread;
+  atomic_int slot;        /* SLOT_*: who completes the running action */
+  char *result_url;       /* the running action (under host mu) */
+  char *command, *action; /* its command and id */
+  int joined;
+} flyte_worker;
+
 /* One loading of the pack's code. A reload makes a new generation; states
  * built for an older one finish what they run, then are rebuilt. Kept until
  * the host exits (reloads are rare), so a state never outlives its env. */
@@ -72,7 +85,7 @@ struct flyte_host {
   int reloader_running;
 
   int nworkers;
-  pthread_t *workers;
+  flyte_worker *workers;
   int observe_running;
   pthread_t observe;
   flyte_events *events;
@@ -109,7 +122,7 @@ void flyte_reload_request(flyte_host *h); /* from the signal thread */
 void flyte_reload_stop(flyte_host *h);
 
 /* worker.c: one thread per worker: take, run, deliver. */
-void *flyte_worker_main(void *host);
+void *flyte_worker_main(void *worker);
 
 /* delivery.c: posting results and events, retried with backoff. */
 typedef enum {

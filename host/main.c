@@ -131,7 +131,8 @@ static int cmd_invoke(const flyte_config *c) {
       return bad_usage(err);
     }
   }
-  flyte_pack *p = flyte_pack_open(c->args[0], NULL, 0, NULL, err, sizeof err);
+  flyte_pack *p = flyte_pack_open(c->args[0], NULL, c->memory_limit, NULL, err,
+                                  sizeof err);
   if (p == NULL) {
     fprintf(stderr, "flyte-host: %s\n", err);
     json_decref(input);

@@ -30,13 +30,13 @@ enum { C_DISCOVERY, C_REGISTER, C_TAKE, C_TAKE_ACTION, C_RESULT, C_EVENT,
 static const char *const COUNTER_NAME[] = {"discovery", "register", "take",
   "take_action", "result", "event", "health"};
 
-/* API routes; the ones from R_PACK on carry a pack id in the path. */
-typedef enum { R_NONE, R_DISCOVERY, R_HEALTH, R_REGISTER, R_PACK, R_TAKE,
-               R_RESULT, R_EVENT } route_kind;
+/* API routes; the ones from R_TAKE on carry a pack id in the path. */
+typedef enum { R_NONE, R_DISCOVERY, R_HEALTH, R_REGISTER, R_TAKE, R_RESULT,
+               R_EVENT } route_kind;
 static const struct { const char *method; int counter; } ROUTE[] = {
   [R_NONE] = {"", -1}, [R_DISCOVERY] = {"GET", C_DISCOVERY},
   [R_HEALTH] = {"GET", C_HEALTH}, [R_REGISTER] = {"POST", C_REGISTER},
-  [R_PACK] = {"GET", -1}, [R_TAKE] = {"POST", C_TAKE},
+  [R_TAKE] = {"POST", C_TAKE},
   [R_RESULT] = {"POST", C_RESULT}, [R_EVENT] = {"POST", C_EVENT}};
 
 typedef struct {
@@ -555,23 +555,7 @@ cleanup:
   free(eid);
 }
 
-static void api_get_pack(flyte_standin *s, const request *rq, reply *out) {
-  pack_rec *p;
-  pthread_mutex_lock(&s->lock);
-  if ((p = find_pack(s, rq->pack)) != NULL)
-    out->body = pack_echo(rq->base, p);
-  pthread_mutex_unlock(&s->lock);
-  if (p == NULL)
-    fail(out, 404, "no such pack");
-  else if (out->body == NULL)
-    fail(out, 500, "out of memory");
-  else
-    out->status = 200;
-}
-
 static void api_take(flyte_standin *s, const request *rq, reply *out) {
-  const char *only = MHD_lookup_connection_value(rq->conn,
-      MHD_GET_ARGUMENT_KIND, "actionName");
   char *eid = escape(rq->pack);
   action_rec *a = NULL;
   json_t *input = NULL;
@@ -585,9 +569,7 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
     clock_gettime(CLOCK_REALTIME, &p->last_seen);
     for (size_t i = 0; i < s->nactions && a == NULL; i++) {
       action_rec *c = &s->actions[i];
-      if (c->state == ST_NEW && strcmp(c->pack, p->id) == 0 &&
-          (only == NULL || *only == '\0' || strcmp(c->command, only) == 0))
-        a = c;
+      if (c->state == ST_NEW && strcmp(c->pack, p->id) == 0) a = c;
     }
   }
   if (a != NULL && (a->input == NULL ||
@@ -670,12 +652,13 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
 /* Splits an API path; sets rq->pack (owned) and rq->action. */
 static route_kind api_route(const char *url, request *rq) {
   static const char PACKS[] = "/v1/packs/";
-  const char *rest = url + sizeof PACKS - 1, *end;
-  route_kind k = R_PACK;
+  const char *rest, *end;
+  route_kind k;
   if (strcmp(url, "/v1") == 0) return R_DISCOVERY;
   if (strcmp(url, "/health") == 0) return R_HEALTH;
   if (strcmp(url, "/v1/packs") == 0) return R_REGISTER;
   if (strncmp(url, PACKS, sizeof PACKS - 1) != 0) return R_NONE;
+  rest = url + sizeof PACKS - 1;
   end = rest + strlen(rest);
   if (ends_with(rest, "/actions/take")) {
     k = R_TAKE;
@@ -695,6 +678,8 @@ static route_kind api_route(const char *url, request *rq) {
       rq->action = rq->action * 10 + (*p - '0');
     if (p != end - strlen("/result")) rq->action = 0; /* never found */
     end = rest + i - 9;
+  } else {
+    return R_NONE;
   }
   if (end == rest) return R_NONE;
   rq->pack = strndup(rest, (size_t)(end - rest));
@@ -730,7 +715,7 @@ static void api_dispatch(flyte_standin *s, request *rq, const char *url,
     fail(out, 404, "no such path");
     return;
   }
-  if (k >= R_PACK && rq->pack == NULL) {
+  if (k >= R_TAKE && rq->pack == NULL) {
     fail(out, 500, "out of memory");
     return;
   }
@@ -747,7 +732,6 @@ static void api_dispatch(flyte_standin *s, request *rq, const char *url,
       fail(out, 500, "out of memory");
     break;
   case R_REGISTER: api_register(s, rq, out); break;
-  case R_PACK: api_get_pack(s, rq, out); break;
   case R_TAKE: api_take(s, rq, out); break;
   case R_RESULT: api_event(s, rq, out, 1); break;
   case R_EVENT: api_event(s, rq, out, 0); break;
@@ -798,17 +782,27 @@ cleanup:
   json_decref(body);
 }
 
+/* GET /dev/actions/{N}: the action; /dev/actions/{N}/result: its result
+ * alone (404 until there is one), readable even when the input is not. */
 static void dev_action(flyte_standin *s, const char *num, reply *out) {
   char *end;
   long id = strtol(num, &end, 10);
+  int result_only = strcmp(end, "/result") == 0;
   action_rec *a;
   pthread_mutex_lock(&s->lock);
-  a = *num != '\0' && *end == '\0' ? find_action(s, id) : NULL;
-  if (a != NULL) out->body = action_json(a);
+  a = *num != '\0' && (*end == '\0' || result_only) ? find_action(s, id)
+                                                    : NULL;
+  if (a != NULL && !result_only) out->body = action_json(a);
+  if (a != NULL && result_only && a->result) {
+    out->body = json_deep_copy(a->result);
+    if (out->body == NULL) out->body = json_null(); /* fails below */
+  }
   pthread_mutex_unlock(&s->lock);
   if (a == NULL)
     fail(out, 404, "no such action");
-  else if (out->body == NULL)
+  else if (result_only && out->body == NULL)
+    fail(out, 404, "no result yet");
+  else if (out->body == NULL || json_is_null(out->body))
     fail(out, 500, "out of memory");
   else
     out->status = 200;
@@ -866,6 +860,21 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
   } else if (strncmp(url, ACTIONS, sizeof ACTIONS - 1) == 0) {
     if (method_is(method, "GET", out))
       dev_action(s, url + sizeof ACTIONS - 1, out);
+  } else if (strcmp(url, "/dev/events") == 0) {
+    if (!method_is(method, "GET", out)) return;
+    pthread_mutex_lock(&s->lock);
+    out->body = json_array();
+    for (size_t i = 0; out->body && i < s->nevents; i++)
+      if (json_array_append_new(out->body,
+                                json_pack("{s:s, s:o}", "pack",
+                                          s->events[i].pack, "body",
+                                          json_deep_copy(s->events[i].body))))
+        break;
+    pthread_mutex_unlock(&s->lock);
+    if (out->body == NULL)
+      fail(out, 500, "out of memory");
+    else
+      out->status = 200;
   } else if (strcmp(url, "/dev/state") == 0) {
     if (!method_is(method, "GET", out)) return;
     pthread_mutex_lock(&s->lock);

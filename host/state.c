@@ -147,8 +147,13 @@ static void hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   state_data *d = data_of(L);
   if (d && d->deadline && (d->timed_out || flyte_monotime() >= d->deadline)) {
-    d->timed_out = 1;
-    /* Keep raising at every hook: a pcall in pack code cannot swallow it. */
+    if (!d->timed_out) {
+      d->timed_out = 1;
+      /* From now on fire at every instruction: the error is raised again
+       * as soon as a pcall in pack code has caught it, so it cannot be
+       * swallowed. */
+      lua_sethook(L, hook, LUA_MASKCOUNT, 1);
+    }
     luaL_error(L, "timed out");
   }
 }

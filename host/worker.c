@@ -86,7 +86,8 @@ static void catch_up(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
   flyte_gen *g = flyte_host_gen(h);
   if (g == *mine && !force) return;
   char err[1024];
-  flyte_pack *fresh = flyte_pack_open(h->pack_path, &g->env, 0, &g->sources,
+  flyte_pack *fresh = flyte_pack_open(h->pack_path, &g->env,
+                                      h->cfg->memory_limit, &g->sources,
                                       err, sizeof err);
   if (fresh == NULL) {
     flyte_error("cannot build a Lua state for the pack: %s", err);
@@ -97,13 +98,44 @@ static void catch_up(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
   *mine = g;
 }
 
-static void handle(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
+/* Marks the worker as running `a`; the main thread may complete it with a
+ * FATAL if the handler is still running at the end of the grace period. */
+static void slot_take(flyte_worker *w, const flyte_action *a) {
+  flyte_host *h = w->host;
+  pthread_mutex_lock(&h->mu);
+  w->result_url = a->result_url;
+  w->command = a->command;
+  w->action = a->id;
+  atomic_store(&w->slot, SLOT_RUNNING);
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* Returns 1 when this worker still owns the action's result. */
+static int slot_release(flyte_worker *w) {
+  flyte_host *h = w->host;
+  int running = SLOT_RUNNING;
+  int mine = atomic_compare_exchange_strong(&w->slot, &running, SLOT_IDLE);
+  pthread_mutex_lock(&h->mu);
+  w->result_url = w->command = w->action = NULL;
+  pthread_mutex_unlock(&h->mu);
+  return mine;
+}
+
+static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
                    flyte_http *http, flyte_action *a) {
+  flyte_host *h = w->host;
   flyte_pack_result res;
   catch_up(h, mine, pack, 0); /* a reload since: run the new code */
   flyte_debug("action %s: running command '%s'", a->id, a->command);
+  slot_take(w, a);
   flyte_pack_run(*pack, a->command, a->input, a->input_error,
                  h->cfg->handler_timeout, &res);
+  if (!slot_release(w)) {
+    flyte_warn("action %s (%s) finished after the host posted its FATAL; "
+               "its result is dropped", a->id, a->command);
+    free(res.body);
+    return;
+  }
   char what[160];
   snprintf(what, sizeof what, "result of action %s (%s)", a->id, a->command);
   if (res.body == NULL) {
@@ -131,7 +163,8 @@ static flyte_pack *first_state(flyte_host *h, flyte_gen **mine) {
   double wait = 0.1;
   while (!atomic_load(&h->stopping)) {
     *mine = flyte_host_gen(h);
-    flyte_pack *p = flyte_pack_open(h->pack_path, &(*mine)->env, 0,
+    flyte_pack *p = flyte_pack_open(h->pack_path, &(*mine)->env,
+                                    h->cfg->memory_limit,
                                     &(*mine)->sources, err, sizeof err);
     if (p) return p;
     flyte_error("worker cannot load the pack (trying again in %g s): %s",
@@ -143,7 +176,8 @@ static flyte_pack *first_state(flyte_host *h, flyte_gen **mine) {
 }
 
 void *flyte_worker_main(void *arg) {
-  flyte_host *h = arg;
+  flyte_worker *w = arg;
+  flyte_host *h = w->host;
   char err[1024];
   flyte_http_opts opts = flyte_host_http_opts(h);
   flyte_http *http = flyte_http_new(&opts);
@@ -157,7 +191,7 @@ void *flyte_worker_main(void *arg) {
     free(url);
     after_take(h, r, err);
     if (r == FLYTE_TAKE_ACTION) {
-      handle(h, &mine, &pack, http, &a);
+      handle(w, &mine, &pack, http, &a);
       flyte_action_free(&a);
     }
   }

@@ -114,6 +114,8 @@ function M.run(pack, command, input, input_error)
     return e
   end, input)
   if not ok then
+    -- out of memory: let the host say so (and rebuild the state)
+    if event == "not enough memory" then error(event, 0) end
     core.log("error", string.format("command '%s' raised an error", command),
       core.json_encode { command = command, traceback = traceback })
     if type(event) == "table" then

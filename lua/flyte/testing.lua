@@ -241,8 +241,8 @@ end
 --- Waits for an action's result; returns it ({ event, payload, createdAt }).
 function Api:wait_result(id, timeout)
   return M.wait(function()
-    local a = self:action(id)
-    return a.state == "DONE" and a.result
+    local res = request("GET", self.url .. "/dev/actions/" .. id .. "/result")
+    return res.status == 200 and assert(core.json_decode(res.body))
   end, timeout, "the result of action " .. id)
 end
 
@@ -257,9 +257,15 @@ end
 --- Waits until `n` events have arrived; returns them.
 function Api:wait_events(n, timeout)
   return M.wait(function()
-    local events = self:state().events
+    local events = self:events()
     return #events >= n and events
   end, timeout, n .. " event(s)")
+end
+
+--- The events that arrived so far: { { pack =, body = }, ... }.
+function Api:events()
+  local res = request("GET", self.url .. "/dev/events")
+  return assert(core.json_decode(res.body))
 end
 
 function Api:stop()

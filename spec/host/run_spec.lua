@@ -148,7 +148,7 @@ describe("flyte-host run", function()
     it("sent from a handler arrive at the pack's event link", function()
       run("send", 7)
       local events = api:wait_events(1)
-      assert.same({ event = "Sent", payload = 7 },
+      assert.same({ event = "Sent", payload = { n = 7 } },
         { event = events[1].body.event, payload = events[1].body.payload })
       assert.equal("Cases.env.test.team.qa", events[1].pack)
     end)
