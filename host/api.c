@@ -87,6 +87,7 @@ int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
     goto cleanup;
   if (r.status != 200) {
     status_error(&r, "discovery", err, errlen);
+    if (r.status == 401 || r.status == 403) rc = FLYTE_API_DENIED;
     goto cleanup;
   }
   if ((j = parse_object(&r, "discovery", err, errlen)) == NULL) goto cleanup;
@@ -124,6 +125,7 @@ int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
     goto cleanup;
   if (r.status != 201) {
     status_error(&r, "registration", err, errlen);
+    if (r.status == 401 || r.status == 403) rc = FLYTE_API_DENIED;
     goto cleanup;
   }
   if ((j = parse_object(&r, "registration", err, errlen)) == NULL)
@@ -179,6 +181,11 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
   if (r.status == 404) {
     status_error(&r, "take", err, errlen);
     rc = FLYTE_TAKE_UNKNOWN_PACK;
+    goto cleanup;
+  }
+  if (r.status == 401 || r.status == 403) {
+    status_error(&r, "take", err, errlen);
+    rc = FLYTE_TAKE_DENIED;
     goto cleanup;
   }
   if (r.status != 200) {

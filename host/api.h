@@ -35,19 +35,25 @@ typedef enum {
   FLYTE_TAKE_ERROR = -1,
   FLYTE_TAKE_ACTION = 0,      /* 200: *out filled */
   FLYTE_TAKE_NONE = 1,        /* 204 */
-  FLYTE_TAKE_UNKNOWN_PACK = 2 /* 404: register again */
+  FLYTE_TAKE_UNKNOWN_PACK = 2, /* 404: register again */
+  FLYTE_TAKE_DENIED = 3        /* 401/403: the token is missing or bad */
 } flyte_take_result;
+
+/* flyte_api_discover and flyte_api_register return this for 401/403. */
+#define FLYTE_API_DENIED (-2)
 
 /* The href of the first link whose rel ends with `suffix`, or NULL.
  * Borrowed from `links`. */
 const char *flyte_api_find_link(const json_t *links, const char *suffix);
 
-/* GET {api}/v1. Returns 0, or -1 with a message. */
+/* GET {api}/v1. Returns 0, or -1 (FLYTE_API_DENIED for 401/403) with a
+ * message. */
 int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
                        char *err, size_t errlen);
 void flyte_api_root_free(flyte_api_root *r);
 
-/* POST the registration body. Returns 0, or -1 with a message. */
+/* POST the registration body. Returns 0, or -1 (FLYTE_API_DENIED for
+ * 401/403) with a message. */
 int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
                        size_t len, flyte_api_pack *out, char *err,
                        size_t errlen);

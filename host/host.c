@@ -102,24 +102,34 @@ static int env_api_health(void *ctx, char *status, size_t n) {
 
 /* ---- health ------------------------------------------------------------ */
 
-/* Adds "PackReload" to the health JSON while the last reload failed. It
- * stays healthy: the code that was loaded before goes on serving, and an
- * orchestrator restarting the pack would only load the broken file. */
-static char *with_reload_error(flyte_host *h, char *body) {
+/* Adds what the host itself knows to the health JSON: "Registration"
+ * while the pack is not registered (with the last API error), and
+ * "PackReload" while the last reload failed. Both stay healthy: the API
+ * being down, or a broken file on disk while the loaded code serves, is not
+ * fixed by an orchestrator restarting the pack. */
+static char *with_host_status(flyte_host *h, char *body) {
+  json_t *registration = NULL, *reload = NULL;
   pthread_mutex_lock(&h->mu);
-  json_t *entry = NULL;
+  if (!h->registered) {
+    char status[700];
+    snprintf(status, sizeof status, "not registered with the flyte-api yet%s%s",
+             h->last_error[0] ? ": " : "", h->last_error);
+    registration = json_pack("{s:b, s:s}", "healthy", 1, "status", status);
+  }
   if (h->reload_error[0])
-    entry = json_pack("{s:b, s:{s:s, s:s, s:s, s:s}}", "healthy", 1, "status",
-                      "file", h->reload_file, "error", h->reload_error, "at",
-                      h->reload_at, "serving",
-                      "the code loaded before this reload");
+    reload = json_pack("{s:b, s:{s:s, s:s, s:s, s:s}}", "healthy", 1,
+                       "status", "file", h->reload_file, "error",
+                       h->reload_error, "at", h->reload_at, "serving",
+                       "the code loaded before this reload");
   pthread_mutex_unlock(&h->mu);
-  if (entry == NULL) return body;
+  if (registration == NULL && reload == NULL) return body;
   json_t *all = json_loads(body, 0, NULL);
-  if (all) json_object_set(all, "PackReload", entry);
+  if (all && registration) json_object_set(all, "Registration", registration);
+  if (all && reload) json_object_set(all, "PackReload", reload);
   char *text = all ? json_dumps(all, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
   json_decref(all);
-  json_decref(entry);
+  json_decref(registration);
+  json_decref(reload);
   if (text == NULL) return body;
   free(body);
   return text;
@@ -134,7 +144,7 @@ static char *health_answer(void *ud, const char *path, int *status) {
                                  &healthy);
   pthread_mutex_unlock(&h->health_mu);
   *status = healthy ? 200 : 500;
-  return body ? with_reload_error(h, body) : NULL;
+  return body ? with_host_status(h, body) : NULL;
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -174,6 +184,13 @@ static void *signal_main(void *arg) {
 
 /* ---- the API connection -------------------------------------------------- */
 
+const char *flyte_host_denied_hint(const flyte_host *h) {
+  return h->cfg->jwt && h->cfg->jwt[0]
+             ? "the flyte-api refused FLYTE_JWT: expired, or without the "
+               "right for this pack?"
+             : "the flyte-api wants a token: set FLYTE_JWT";
+}
+
 /* Discovers (once) and registers, retrying with capped backoff until it
  * works or the host stops. Returns 0 when registered. */
 static int connect_api(flyte_host *h, flyte_http *http) {
@@ -183,7 +200,11 @@ static int connect_api(flyte_host *h, flyte_http *http) {
     int ok = 0;
     if (h->root.packs_url == NULL) {
       flyte_api_root root;
-      if (flyte_api_discover(http, h->cfg->api, &root, err, sizeof err) == 0) {
+      int rc = flyte_api_discover(http, h->cfg->api, &root, err, sizeof err);
+      if (rc == FLYTE_API_DENIED)
+        snprintf(err + strlen(err), sizeof err - strlen(err), " (%s)",
+                 flyte_host_denied_hint(h));
+      if (rc == 0) {
         pthread_mutex_lock(&h->mu);
         h->root = root;
         pthread_mutex_unlock(&h->mu);
@@ -194,8 +215,12 @@ static int connect_api(flyte_host *h, flyte_http *http) {
       flyte_gen *g = flyte_host_gen(h);
       const char *body = g->info.registration;
       double t0 = flyte_monotime();
-      if (flyte_api_register(http, h->root.packs_url, body, strlen(body), &p,
-                             err, sizeof err) == 0) {
+      int rc = flyte_api_register(http, h->root.packs_url, body, strlen(body),
+                                  &p, err, sizeof err);
+      if (rc == FLYTE_API_DENIED)
+        snprintf(err + strlen(err), sizeof err - strlen(err), " (%s)",
+                 flyte_host_denied_hint(h));
+      if (rc == 0) {
         pthread_mutex_lock(&h->mu);
         if (h->gen != g) { /* reloaded meanwhile: register the new one */
           pthread_mutex_unlock(&h->mu);

@@ -60,6 +60,7 @@ struct flyte_host {
   flyte_api_pack api_pack;
   int registered;     /* api_pack is valid */
   int need_register;  /* the API forgot the pack (404): register again */
+  int denied;         /* consecutive 401/403 answers to takes */
   char last_error[512];
 
   /* polling (under mu) */
@@ -103,6 +104,9 @@ void flyte_host_wait(flyte_host *h, double deadline);
 
 /* Sleeps up to `seconds` unless the host stops first: 1 slept, 0 stopped. */
 int flyte_host_sleep(flyte_host *h, double seconds);
+
+/* The likely cause of a 401/403, for the log. */
+const char *flyte_host_denied_hint(const flyte_host *h);
 
 /* The current generation (takes mu). */
 flyte_gen *flyte_host_gen(flyte_host *h);

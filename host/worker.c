@@ -48,14 +48,22 @@ static char *wait_turn(flyte_host *h) {
   return url;
 }
 
+#define DENIED_BACKOFF_CAP 60.0
+
 static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
   pthread_mutex_lock(&h->mu);
+  double wait = h->cfg->poll_interval;
   switch (r) {
   case FLYTE_TAKE_ACTION:
+    h->denied = 0;
     if (!h->hot) {
       h->hot = 1;
       pthread_cond_broadcast(&h->cond); /* more may be waiting: all take */
     }
+    pthread_mutex_unlock(&h->mu);
+    return;
+  case FLYTE_TAKE_NONE:
+    h->denied = 0;
     break;
   case FLYTE_TAKE_UNKNOWN_PACK:
     if (h->registered) {
@@ -65,17 +73,27 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
       h->registered = 0;
       h->need_register = 1;
     }
-    /* fall through */
-  default:
-    if (r == FLYTE_TAKE_ERROR && !atomic_load(&h->stopping)) {
+    break;
+  case FLYTE_TAKE_DENIED:
+    /* one line when it starts, then back off: never a hot loop */
+    if (h->denied++ == 0)
+      flyte_error("%s; %s. Backing off (up to %g s between tries)", err,
+                  flyte_host_denied_hint(h), DENIED_BACKOFF_CAP);
+    for (int i = 1; i < h->denied && wait < DENIED_BACKOFF_CAP; i++) wait *= 2;
+    if (wait > DENIED_BACKOFF_CAP) wait = DENIED_BACKOFF_CAP;
+    snprintf(h->last_error, sizeof h->last_error, "%.500s", err);
+    break;
+  case FLYTE_TAKE_ERROR:
+    if (!atomic_load(&h->stopping)) {
       flyte_warn("taking an action failed: %s; polling again in %g s", err,
-                 h->cfg->poll_interval);
+                 wait);
       snprintf(h->last_error, sizeof h->last_error, "%.500s", err);
     }
-    h->hot = 0;
-    h->next_poll = flyte_monotime() + h->cfg->poll_interval;
-    pthread_cond_broadcast(&h->cond);
+    break;
   }
+  h->hot = 0;
+  h->next_poll = flyte_monotime() + wait;
+  pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
 }
 

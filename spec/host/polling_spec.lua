@@ -90,3 +90,20 @@ describe("observe", function()
     api:stop()
   end)
 end)
+
+describe("an API that refuses the token", function()
+  it("gets one log line naming FLYTE_JWT, and no hot loop", function()
+    local api = testing.api { jwt = "right" }
+    local host = testing.host("packs/jira.lua", api, { FLYTE_JWT = "wrong" })
+    host:wait_log("not registered %(try 2%): discovery: HTTP 403[^\n]*%(the flyte%-api "
+      .. "refused FLYTE_JWT: expired, or without the right for this pack%?%)")
+    local status, body = testing.get(host.health_url)
+    assert.equal(200, status)
+    assert.matches("not registered with the flyte%-api yet: discovery: HTTP 403",
+      require("flyte").json.decode(body).Registration.status)
+    assert.equal(0, host:stop())
+    -- backoff from 0.5 s doubling: a handful of tries, not hundreds
+    assert.is_true(api:state().requests.discovery < 10)
+    api:stop()
+  end)
+end)
