@@ -29,7 +29,8 @@ typedef enum {
   KIND_STRING,
   KIND_TIMEOUT,
   KIND_SIZE,
-  KIND_GRACE
+  KIND_GRACE,
+  KIND_OUTBOX
 } kind;
 
 typedef struct {
@@ -54,6 +55,7 @@ static const setting settings[] = {
     {"FLYTE_HANDLER_TIMEOUT", "--handler-timeout", KIND_TIMEOUT, 0},
     {"FLYTE_MEMORY_LIMIT", "--memory-limit", KIND_SIZE, 0},
     {"FLYTE_SHUTDOWN_GRACE", "--shutdown-grace", KIND_GRACE, 0},
+    {"FLYTE_OUTBOX", "--outbox", KIND_OUTBOX, 0},
     {NULL, "--port", KIND_PORT, 0},
     {NULL, "--send", KIND_STRING, 0},
 };
@@ -237,6 +239,12 @@ static int apply(flyte_config *c, const setting *s, const char *from,
       return fail(err, n, "%s: '%s' is not a number of seconds", from, value);
     c->shutdown_grace = secs;
     return 0;
+  case KIND_OUTBOX:
+    free(c->outbox);
+    c->outbox = NULL;
+    if (value[0] == '\0' || strcmp(value, "off") == 0) return 0;
+    c->outbox = strdup(value);
+    return 0;
   case KIND_POLL:
     if (flyte_parse_seconds(value, &secs) != 0)
       return fail(err, n, "%s: '%s' is not a number of seconds", from, value);
@@ -305,6 +313,7 @@ void flyte_config_free(flyte_config *c) {
     free(c->jwt);
   }
   free(c->dev_send);
+  free(c->outbox);
   free(c->args);
   memset(c, 0, sizeof *c);
 }
@@ -321,6 +330,7 @@ int flyte_config_load(flyte_config *c, int argc, char **argv, char *err,
   c->log_format = FLYTE_LOG_TEXT;
   c->dev_port = 8080;
   c->shutdown_grace = 30;
+  c->outbox = strdup("flyte-outbox");
   c->args = calloc((size_t)argc + 1, sizeof *c->args);
   if (c->args == NULL) return fail(err, errlen, "out of memory");
 

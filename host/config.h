@@ -29,6 +29,7 @@ typedef struct {
   double handler_timeout; /* FLYTE_HANDLER_TIMEOUT: seconds, 0 for none */
   size_t memory_limit;    /* FLYTE_MEMORY_LIMIT: bytes per Lua state, 0 none */
   double shutdown_grace;  /* FLYTE_SHUTDOWN_GRACE: seconds */
+  char *outbox;           /* FLYTE_OUTBOX: a directory, NULL when off */
   /* `dev` only */
   int dev_port;           /* --port: the stand-in API's port */
   char *dev_send;         /* --send 'COMMAND [INPUT_JSON]' */

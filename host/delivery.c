@@ -11,6 +11,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "outbox.h"
 
 #define BACKOFF_FIRST 0.2
 #define BACKOFF_CAP 30.0
@@ -89,6 +90,7 @@ flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
 
 typedef struct event {
   struct event *next;
+  long entry; /* in the outbox, or -1 */
   size_t len;
   char body[];
 } event;
@@ -122,6 +124,8 @@ static void *sender_main(void *arg) {
                                            what)
                            : FLYTE_ABANDONED;
     free(url);
+    if (d != FLYTE_ABANDONED && e->entry > 0)
+      flyte_outbox_done(h->outbox, e->entry);
     pthread_mutex_lock(&h->mu);
     if (d == FLYTE_ABANDONED) break;
     q->head = e->next;
@@ -159,6 +163,21 @@ int flyte_events_start(flyte_host *h, size_t capacity) {
 int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
                       size_t errlen) {
   flyte_events *q = h->events;
+  event *e = malloc(sizeof *e + len + 1);
+  if (e == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  memcpy(e->body, json, len);
+  e->body[len] = '\0';
+  e->len = len;
+  e->next = NULL;
+  e->entry = -1;
+  if (h->outbox) { /* on disk first, outside the lock: it fsyncs */
+    char why[256];
+    e->entry = flyte_outbox_event(h->outbox, json, len, why, sizeof why);
+    if (e->entry < 0) flyte_error("outbox: %s", why);
+  }
   int rc = -1;
   pthread_mutex_lock(&h->mu);
   if (q == NULL || q->done) {
@@ -168,25 +187,20 @@ int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
              "event queue full (%zu events waiting for the flyte-api)",
              q->count);
   } else {
-    event *e = malloc(sizeof *e + len + 1);
-    if (e == NULL) {
-      snprintf(err, errlen, "out of memory");
-    } else {
-      memcpy(e->body, json, len);
-      e->body[len] = '\0';
-      e->len = len;
-      e->next = NULL;
-      if (q->tail)
-        q->tail->next = e;
-      else
-        q->head = e;
-      q->tail = e;
-      q->count++;
-      pthread_cond_broadcast(&h->cond);
-      rc = 0;
-    }
+    if (q->tail)
+      q->tail->next = e;
+    else
+      q->head = e;
+    q->tail = e;
+    q->count++;
+    pthread_cond_broadcast(&h->cond);
+    rc = 0;
   }
   pthread_mutex_unlock(&h->mu);
+  if (rc != 0) {
+    if (e->entry > 0) flyte_outbox_done(h->outbox, e->entry);
+    free(e);
+  }
   return rc;
 }
 

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "outbox.h"
 #include "watch.h"
 
 #define EVENT_QUEUE_CAPACITY 10000
@@ -259,6 +260,77 @@ static int connect_api(flyte_host *h, flyte_http *http) {
   }
 }
 
+/* ---- the outbox left by a host that stopped ---------------------------- */
+
+typedef struct {
+  flyte_host *h;
+  flyte_http *http;
+  int delivered, kept;
+} recovery;
+
+static char *fatal_json(const char *text) {
+  char when[40];
+  flyte_time_rfc3339(when, sizeof when, 6);
+  json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
+                        "createdAt", when);
+  char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(o);
+  return body;
+}
+
+static int recover_entry(void *ud, const flyte_outbox_entry *e) {
+  recovery *r = ud;
+  flyte_host *h = r->h;
+  char what[300];
+  char *owned = NULL;
+  const char *url = e->result_url, *body = e->body;
+  if (strcmp(e->kind, "taken") == 0) {
+    char text[600];
+    snprintf(text, sizeof text,
+             "command '%s': the host stopped while handling this action; it "
+             "was not run again (its side effects may have happened)",
+             e->command);
+    body = owned = fatal_json(text);
+    snprintf(what, sizeof what, "FATAL for action %s (%s) left unfinished",
+             e->action ? e->action : "?", e->command);
+  } else if (strcmp(e->kind, "result") == 0) {
+    snprintf(what, sizeof what, "result of action %s (%s) left undelivered",
+             e->action ? e->action : "?", e->command ? e->command : "?");
+  } else {
+    pthread_mutex_lock(&h->mu);
+    url = owned = h->api_pack.event_url ? strdup(h->api_pack.event_url)
+                                         : NULL;
+    pthread_mutex_unlock(&h->mu);
+    body = e->body;
+    snprintf(what, sizeof what, "event left undelivered");
+  }
+  flyte_delivery d = url && body ? flyte_deliver(h, r->http, url, body,
+                                                 strlen(body), what)
+                                 : FLYTE_ABANDONED;
+  free(owned);
+  if (d == FLYTE_ABANDONED) {
+    r->kept++;
+    return -1;
+  }
+  if (d == FLYTE_DELIVERED) {
+    r->delivered++;
+    flyte_info("outbox: delivered the %s", what);
+  }
+  return 0;
+}
+
+/* Delivers what a host that stopped (or crashed) left in the outbox,
+ * before taking any new action. */
+static void recover_outbox(flyte_host *h, flyte_http *http) {
+  if (h->outbox == NULL) return;
+  recovery r = {h, http, 0, 0};
+  int seen = flyte_outbox_recover(h->outbox, recover_entry, &r);
+  if (seen)
+    flyte_info("outbox: %d entr%s from a host that stopped: %d delivered, %d "
+               "kept for later",
+               seen, seen == 1 ? "y" : "ies", r.delivered, r.kept);
+}
+
 /* ---- observe ----------------------------------------------------------- */
 
 /* Waits until the generation is no longer g or the host stops (mu held
@@ -404,8 +476,10 @@ static void complete_stuck(flyte_host *h, flyte_http *http) {
     if (w->joined) continue;
     /* copy first: the worker clears these under mu once it has finished */
     char *url = NULL, *command = NULL, *action = NULL;
+    long entry = -1;
     pthread_mutex_lock(&h->mu);
     if (atomic_load(&w->slot) == SLOT_RUNNING && w->result_url) {
+      entry = w->entry;
       url = strdup(w->result_url);
       command = strdup(w->command);
       action = strdup(w->action);
@@ -431,9 +505,11 @@ static void complete_stuck(flyte_host *h, flyte_http *http) {
     json_decref(o);
     snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
              action ? action : "?", command ? command : "?");
-    if (url && body &&
-        flyte_deliver(h, http, url, body, strlen(body), what) ==
-            FLYTE_DELIVERED)
+    flyte_delivery d = url && body ? flyte_deliver(h, http, url, body,
+                                                   strlen(body), what)
+                                   : FLYTE_ABANDONED;
+    if (d != FLYTE_ABANDONED && entry > 0) flyte_outbox_done(h->outbox, entry);
+    if (d == FLYTE_DELIVERED)
       flyte_warn("action %s (%s): the handler did not finish within %g s; "
                  "posted FATAL",
                  action, command, h->cfg->shutdown_grace);
@@ -532,6 +608,14 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     rc = 2;
     goto cleanup;
   }
+  if (cfg->outbox) {
+    h->outbox = flyte_outbox_open(cfg->outbox, err, sizeof err);
+    if (h->outbox == NULL) {
+      fprintf(stderr, "flyte-host: FLYTE_OUTBOX: %s\n", err);
+      rc = 2;
+      goto cleanup;
+    }
+  }
   if (cfg->jwt && strncmp(cfg->api, "http://", 7) == 0)
     flyte_warn("FLYTE_JWT is set and FLYTE_API is plain http: the token will "
                "cross the network unencrypted");
@@ -561,6 +645,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     flyte_warn("the pack will not be reloaded when it changes (SIGHUP still "
                "reloads it)");
   if (connect_api(h, http) == 0) {
+    recover_outbox(h, http);
     if (start_threads(h) != 0) {
       stop_threads(h, http);
       goto cleanup;
@@ -605,6 +690,7 @@ cleanup:
   flyte_http_free(h->aux_http);
   flyte_api_root_free(&h->root);
   flyte_api_pack_free(&h->api_pack);
+  flyte_outbox_close(h->outbox);
   free(h->workers);
   pthread_cond_destroy(&h->cond);
   pthread_mutex_destroy(&h->mu);

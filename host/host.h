@@ -30,6 +30,7 @@ typedef struct {
   atomic_int slot;        /* SLOT_*: who completes the running action */
   char *result_url;       /* the running action (under host mu) */
   char *command, *action; /* its command and id */
+  long entry;             /* its outbox entry, or -1 */
   int joined;
 } flyte_worker;
 
@@ -90,6 +91,7 @@ struct flyte_host {
   int observe_running;
   pthread_t observe;
   flyte_events *events;
+  struct flyte_outbox *outbox; /* NULL when FLYTE_OUTBOX is off */
 };
 
 /* Runs `flyte-host run`: returns the process exit status. */

@@ -12,6 +12,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "outbox.h"
 
 /* Waits until this worker should take; returns a copy of the take URL
  * (caller frees), or NULL when the host is stopping. */
@@ -118,9 +119,10 @@ static void catch_up(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
 
 /* Marks the worker as running `a`; the main thread may complete it with a
  * FATAL if the handler is still running at the end of the grace period. */
-static void slot_take(flyte_worker *w, const flyte_action *a) {
+static void slot_take(flyte_worker *w, const flyte_action *a, long entry) {
   flyte_host *h = w->host;
   pthread_mutex_lock(&h->mu);
+  w->entry = entry;
   w->result_url = a->result_url;
   w->command = a->command;
   w->action = a->id;
@@ -145,7 +147,16 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
   flyte_pack_result res;
   catch_up(h, mine, pack, 0); /* a reload since: run the new code */
   flyte_debug("action %s: running command '%s'", a->id, a->command);
-  slot_take(w, a);
+  char err[512];
+  long entry = -1;
+  if (h->outbox) {
+    /* on disk before the handler runs: a crash from here on still ends
+     * with a result for this action */
+    entry = flyte_outbox_taken(h->outbox, a->result_url, a->command, a->id,
+                               err, sizeof err);
+    if (entry < 0) flyte_error("outbox: %s", err);
+  }
+  slot_take(w, a, entry);
   flyte_pack_run(*pack, a->command, a->input, a->input_error,
                  h->cfg->handler_timeout, &res);
   if (!slot_release(w)) {
@@ -159,8 +170,14 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
   if (res.body == NULL) {
     flyte_error("action %s: out of memory building its result", a->id);
   } else {
+    size_t len = strlen(res.body);
+    if (entry > 0 &&
+        flyte_outbox_result(h->outbox, entry, a->result_url, a->command, a->id,
+                            res.body, len, err, sizeof err) != 0)
+      flyte_error("outbox: %s", err);
     flyte_delivery d =
-        flyte_deliver(h, http, a->result_url, res.body, strlen(res.body), what);
+        flyte_deliver(h, http, a->result_url, res.body, len, what);
+    if (entry > 0 && d != FLYTE_ABANDONED) flyte_outbox_done(h->outbox, entry);
     if (d == FLYTE_DELIVERED) {
       flyte_log(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO,
                 "action %s: %s -> %s (%.1f ms)", a->id, a->command, res.event,

@@ -284,7 +284,9 @@ function M.host(pack_path, api, settings)
   if not env.FLYTE_HEALTH_PORT then
     env.FLYTE_HEALTH_PORT = tostring(assert(core.free_port()))
   end
+  if not env.FLYTE_OUTBOX then env.FLYTE_OUTBOX = tmpdir() .. "/outbox" end
   local process = M.spawn({ M.binary(), "run", pack_path }, env)
+  process.outbox = env.FLYTE_OUTBOX
   process.health_url = "http://127.0.0.1:" .. env.FLYTE_HEALTH_PORT .. "/"
   return process
 end
