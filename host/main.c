@@ -66,6 +66,13 @@ static const char usage[] =
     "(on)\n"
     "  FLYTE_HANDLER_TIMEOUT --handler-timeout S default command timeout "
     "(none)\n"
+    "  FLYTE_MEMORY_LIMIT    --memory-limit N   per Lua state, e.g. 64MB "
+    "(none)\n"
+    "  FLYTE_SHUTDOWN_GRACE  --shutdown-grace S running handlers may finish "
+    "(30)\n"
+    "  FLYTE_OUTBOX          --outbox DIR       owed results and events on "
+    "disk\n"
+    "                                           (flyte-outbox; off: none)\n"
     "  FLYTE_LOG_LEVEL       --log-level L      debug, info, warn, error "
     "(info)\n"
     "  FLYTE_LOG_FORMAT      --log-format F     text or json (text)\n";

@@ -92,6 +92,14 @@ describe("a bad setting", function()
       "flyte-host: FLYTE_LOG_LEVEL: 'loud' is not one of debug, info, warn, error\n" },
     { { FLYTE_LOG_FORMAT = "xml" },
       "flyte-host: FLYTE_LOG_FORMAT: 'xml' is not text or json\n" },
+    { { FLYTE_MEMORY_LIMIT = "lots" },
+      "flyte-host: FLYTE_MEMORY_LIMIT: 'lots' is not a size (e.g. 64MB, 512k; 0 for none)\n" },
+    { { FLYTE_MEMORY_LIMIT = "10k" },
+      "flyte-host: FLYTE_MEMORY_LIMIT: 10k is below the minimum of 1MB\n" },
+    { { FLYTE_SHUTDOWN_GRACE = "-1" },
+      "flyte-host: FLYTE_SHUTDOWN_GRACE: '-1' is not a number of seconds\n" },
+    { { FLYTE_HANDLER_TIMEOUT = "never" },
+      "flyte-host: FLYTE_HANDLER_TIMEOUT: 'never' is not a number of seconds (0 for none)\n" },
     { { FLYTE_API = "flyte:8080" },
       "flyte-host: FLYTE_API: 'flyte:8080' is not an http:// or https:// URL\n" },
   }
@@ -147,7 +155,8 @@ describe("flyte-host", function()
     assert.equal(0, status)
     for _, name in ipairs { "FLYTE_API", "FLYTE_LABELS", "FLYTE_API_TIMEOUT", "FLYTE_JWT",
         "FLYTE_INSECURE", "FLYTE_POLL_INTERVAL", "FLYTE_WORKERS", "FLYTE_HEALTH_PORT",
-        "FLYTE_RELOAD", "FLYTE_LOG_LEVEL", "FLYTE_LOG_FORMAT" } do
+        "FLYTE_RELOAD", "FLYTE_LOG_LEVEL", "FLYTE_LOG_FORMAT", "FLYTE_HANDLER_TIMEOUT",
+        "FLYTE_MEMORY_LIMIT", "FLYTE_SHUTDOWN_GRACE", "FLYTE_OUTBOX" } do
       assert.truthy(out:find(name, 1, true), name)
     end
   end)
