@@ -11,6 +11,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 
 #define BACKOFF_FIRST 0.2
@@ -74,7 +75,10 @@ flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
                   what, not_found, err);
       return FLYTE_REFUSED;
     }
-    if (status < 0 || status >= 500) maybe_sent = 1;
+    /* Only a try whose reply was lost may have reached the API; a 500 it
+     * answered means it did not take the body (storage error, or an
+     * action no longer PENDING because an earlier lost try completed it). */
+    if (status < 0) maybe_sent = 1;
     flyte_warn("%s not delivered (try %d): %s; again in %.1f s", what,
                attempt, err, wait);
     if (backoff_wait(h, jitter(wait)) != 0) {
@@ -91,6 +95,7 @@ flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
 typedef struct event {
   struct event *next;
   long entry; /* in the outbox, or -1 */
+  double queued; /* monotonic time it was queued */
   size_t len;
   char body[];
 } event;
@@ -126,6 +131,7 @@ static void *sender_main(void *arg) {
     free(url);
     if (d != FLYTE_ABANDONED && e->entry > 0)
       flyte_outbox_done(h->outbox, e->entry);
+    flyte_metrics_event(h->metrics, d == FLYTE_DELIVERED);
     pthread_mutex_lock(&h->mu);
     if (d == FLYTE_ABANDONED) break;
     q->head = e->next;
@@ -173,6 +179,7 @@ int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
   e->len = len;
   e->next = NULL;
   e->entry = -1;
+  e->queued = flyte_monotime();
   if (h->outbox) { /* on disk first, outside the lock: it fsyncs */
     char why[256];
     e->entry = flyte_outbox_event(h->outbox, json, len, why, sizeof why);
@@ -202,6 +209,14 @@ int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
     free(e);
   }
   return rc;
+}
+
+void flyte_events_gauges(flyte_host *h, long *depth, double *oldest) {
+  pthread_mutex_lock(&h->mu);
+  flyte_events *q = h->events;
+  *depth = q ? (long)q->count : 0;
+  *oldest = q && q->head ? flyte_monotime() - q->head->queued : 0;
+  pthread_mutex_unlock(&h->mu);
 }
 
 void flyte_events_stop(flyte_host *h) {

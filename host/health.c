@@ -32,6 +32,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
   }
   struct MHD_Response *r;
   int status = 500;
+  const char *type = "application/json";
   if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
     static const char msg[] = "{\"error\":\"method not allowed\"}";
     r = MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg,
@@ -39,7 +40,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
     status = MHD_HTTP_METHOD_NOT_ALLOWED;
     MHD_add_response_header(r, "Allow", "GET, HEAD");
   } else {
-    char *body = h->fn(h->ud, url, &status);
+    char *body = h->fn(h->ud, url, &status, &type);
     if (body == NULL) {
       static const char msg[] = "{\"error\":\"out of memory\"}";
       r = MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg,
@@ -51,7 +52,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
     }
   }
   if (r == NULL) return MHD_NO;
-  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Content-Type", type);
   enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
   MHD_destroy_response(r);
   return ret;

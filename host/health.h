@@ -8,8 +8,10 @@
 
 typedef struct flyte_health flyte_health;
 
-/* Returns a JSON body (the server frees it) and sets *status. */
-typedef char *(*flyte_health_fn)(void *ud, const char *path, int *status);
+/* Returns a body (the server frees it) and sets *status; *content_type is
+ * application/json unless the callback sets it. */
+typedef char *(*flyte_health_fn)(void *ud, const char *path, int *status,
+                                 const char **content_type);
 
 /* Listens on all addresses at `port`. NULL with a message on failure. */
 flyte_health *flyte_health_start(int port, flyte_health_fn fn, void *ud,

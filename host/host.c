@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "watch.h"
 
@@ -136,10 +137,67 @@ static char *with_host_status(flyte_host *h, char *body) {
   return text;
 }
 
-static char *health_answer(void *ud, const char *path, int *status) {
+static char *dump(json_t *j) {
+  char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(j);
+  return text;
+}
+
+/* GET /details: what an operator asks about first. */
+static char *details(flyte_host *h) {
+  json_t *in_flight = json_object();
+  flyte_metrics_in_flight_json(h->metrics, in_flight);
+  pthread_mutex_lock(&h->mu);
+  json_t *d = json_pack(
+      "{s:b, s:s?, s:s?, s:o, s:{s:s, s:s?, s:s?}, s:b}", "registered",
+      h->registered, "last_api_error", h->last_error[0] ? h->last_error : NULL,
+      "last_poll", h->last_poll[0] ? h->last_poll : NULL, "in_flight",
+      in_flight, "last_reload", "outcome",
+      h->reload_at[0] ? (h->reload_error[0] ? "failure" : "success") : "none",
+      "at", h->reload_at[0] ? h->reload_at : NULL, "error",
+      h->reload_error[0] ? h->reload_error : NULL, "stopping",
+      atomic_load(&h->stopping));
+  pthread_mutex_unlock(&h->mu);
+  return dump(d);
+}
+
+static char *metrics(flyte_host *h) {
+  flyte_metrics_gauges g = {h->nworkers, 0, 0, 0};
+  for (int i = 0; i < h->nworkers; i++)
+    g.workers_busy += atomic_load(&h->workers[i].slot) == SLOT_RUNNING;
+  flyte_events_gauges(h, &g.queue_depth, &g.queue_oldest_seconds);
+  return flyte_metrics_render(h->metrics, &g);
+}
+
+/* The health server: /metrics, /ready, /live, /details, and the pack's
+ * health checks at any other path. */
+static char *health_answer(void *ud, const char *path, int *status,
+                           const char **type) {
   flyte_host *h = ud;
   int healthy = 0;
-  (void)path;
+  if (strcmp(path, "/metrics") == 0) {
+    *status = 200;
+    *type = "text/plain; version=0.0.4; charset=utf-8";
+    return metrics(h);
+  }
+  if (strcmp(path, "/ready") == 0) {
+    pthread_mutex_lock(&h->mu);
+    int ready = h->registered && !atomic_load(&h->stopping);
+    const char *why = atomic_load(&h->stopping) ? "stopping"
+                      : h->registered          ? NULL
+                                               : "not registered yet";
+    pthread_mutex_unlock(&h->mu);
+    *status = ready ? 200 : 503;
+    return dump(json_pack("{s:b, s:s?}", "ready", ready, "reason", why));
+  }
+  if (strcmp(path, "/live") == 0) {
+    *status = 200;
+    return dump(json_pack("{s:b}", "live", 1));
+  }
+  if (strcmp(path, "/details") == 0) {
+    *status = 200;
+    return details(h);
+  }
   pthread_mutex_lock(&h->health_mu);
   char *body = flyte_pack_health(h->health_pack, HEALTH_CHECK_TIMEOUT,
                                  &healthy);
@@ -238,6 +296,7 @@ static int connect_api(flyte_host *h, flyte_http *http) {
         h->last_error[0] = '\0';
         pthread_cond_broadcast(&h->cond);
         pthread_mutex_unlock(&h->mu);
+        flyte_metrics_registration(h->metrics);
         flyte_info("registered pack %s with %s (%.1f ms)", p.id, h->cfg->api,
                    (flyte_monotime() - t0) * 1000);
         ok = 1;
@@ -608,6 +667,8 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     rc = 2;
     goto cleanup;
   }
+  h->metrics = flyte_metrics_new();
+  if (h->metrics == NULL) goto cleanup;
   if (cfg->outbox) {
     h->outbox = flyte_outbox_open(cfg->outbox, err, sizeof err);
     if (h->outbox == NULL) {
@@ -691,6 +752,7 @@ cleanup:
   flyte_api_root_free(&h->root);
   flyte_api_pack_free(&h->api_pack);
   flyte_outbox_close(h->outbox);
+  flyte_metrics_free(h->metrics);
   free(h->workers);
   pthread_cond_destroy(&h->cond);
   pthread_mutex_destroy(&h->mu);

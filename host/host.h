@@ -62,6 +62,7 @@ struct flyte_host {
   int registered;     /* api_pack is valid */
   int need_register;  /* the API forgot the pack (404): register again */
   int denied;         /* consecutive 401/403 answers to takes */
+  char last_poll[40]; /* when a take last got an answer (RFC 3339) */
   char last_error[512];
 
   /* polling (under mu) */
@@ -92,6 +93,7 @@ struct flyte_host {
   pthread_t observe;
   flyte_events *events;
   struct flyte_outbox *outbox; /* NULL when FLYTE_OUTBOX is off */
+  struct flyte_metrics *metrics;
 };
 
 /* Runs `flyte-host run`: returns the process exit status. */
@@ -144,6 +146,8 @@ int flyte_events_start(flyte_host *h, size_t capacity);
 /* Copies the body into the queue; -1 with a message when it is full. */
 int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
                       size_t errlen);
+/* The queue's depth and the age of its oldest event, for /metrics. */
+void flyte_events_gauges(flyte_host *h, long *depth, double *oldest);
 /* Delivers what is queued (until the grace deadline), then stops. */
 void flyte_events_stop(flyte_host *h);
 

@@ -234,6 +234,7 @@ void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
     snprintf(out->event, sizeof out->event, "%s",
              lua_tostring(L, -2) ? lua_tostring(L, -2) : "?");
     out->fatal = lua_toboolean(L, -1);
+    out->outcome = out->fatal ? "fatal" : "success";
     lua_settop(L, 0);
     if (out->body) return;
     snprintf(text, sizeof text, "command '%s': the host ran out of memory",
@@ -257,6 +258,9 @@ void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
   out->body = fatal_body(text);
   snprintf(out->event, sizeof out->event, "FATAL");
   out->fatal = 1;
+  out->outcome = st == FLYTE_CALL_TIMEOUT  ? "timeout"
+                 : st == FLYTE_CALL_MEMORY ? "memory"
+                                           : "fatal";
 }
 
 char *flyte_pack_health(flyte_pack *p, double timeout, int *healthy) {

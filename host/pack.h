@@ -25,6 +25,7 @@ typedef struct {
   char *body;        /* the result body to post, JSON; owned */
   char event[128];   /* its event name (cut to fit) */
   int fatal;         /* the event is FATAL */
+  const char *outcome; /* "success", "fatal", "timeout" or "memory" */
   int state_broken;  /* timed out or out of memory: rebuild the state */
   double seconds;    /* how long the handler ran */
 } flyte_pack_result;

@@ -13,6 +13,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "metrics.h"
 #include "watch.h"
 
 #define DEBOUNCE 0.1 /* seconds of quiet after the last write */
@@ -44,6 +45,7 @@ static void reload(flyte_host *h, const char *file) {
     flyte_error("reload of %s failed, the code loaded before goes on "
                 "serving: %s",
                 h->pack_path, err);
+    flyte_metrics_reload(h->metrics, 0);
     pthread_mutex_lock(&h->mu);
     snprintf(h->reload_error, sizeof h->reload_error, "%s", err);
     snprintf(h->reload_file, sizeof h->reload_file, "%s",
@@ -52,7 +54,11 @@ static void reload(flyte_host *h, const char *file) {
     pthread_mutex_unlock(&h->mu);
     return;
   }
+  flyte_metrics_reload(h->metrics, 1);
+  char when[40];
+  flyte_time_rfc3339(when, sizeof when, 3);
   pthread_mutex_lock(&h->mu);
+  snprintf(h->reload_at, sizeof h->reload_at, "%s", when);
   int changed = strcmp(g->info.registration, h->gen->info.registration) != 0;
   g->next = h->gens;
   h->gens = g;

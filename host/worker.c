@@ -12,6 +12,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 
 /* Waits until this worker should take; returns a copy of the take URL
@@ -57,6 +58,7 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
   switch (r) {
   case FLYTE_TAKE_ACTION:
     h->denied = 0;
+    flyte_time_rfc3339(h->last_poll, sizeof h->last_poll, 3);
     if (!h->hot) {
       h->hot = 1;
       pthread_cond_broadcast(&h->cond); /* more may be waiting: all take */
@@ -65,6 +67,7 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
     return;
   case FLYTE_TAKE_NONE:
     h->denied = 0;
+    flyte_time_rfc3339(h->last_poll, sizeof h->last_poll, 3);
     break;
   case FLYTE_TAKE_UNKNOWN_PACK:
     if (h->registered) {
@@ -157,11 +160,16 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
     if (entry < 0) flyte_error("outbox: %s", err);
   }
   slot_take(w, a, entry);
+  flyte_metrics_action_taken(h->metrics);
+  flyte_metrics_in_flight(h->metrics, a->command, 1);
   flyte_pack_run(*pack, a->command, a->input, a->input_error,
                  h->cfg->handler_timeout, &res);
+  flyte_metrics_in_flight(h->metrics, a->command, -1);
   if (!slot_release(w)) {
     flyte_warn("action %s (%s) finished after the host posted its FATAL; "
                "its result is dropped", a->id, a->command);
+    flyte_metrics_action_done(h->metrics, a->command, "abandoned",
+                              res.seconds);
     free(res.body);
     return;
   }
@@ -178,6 +186,9 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
     flyte_delivery d =
         flyte_deliver(h, http, a->result_url, res.body, len, what);
     if (entry > 0 && d != FLYTE_ABANDONED) flyte_outbox_done(h->outbox, entry);
+    flyte_metrics_action_done(h->metrics, a->command,
+                              d == FLYTE_ABANDONED ? "abandoned" : res.outcome,
+                              res.seconds);
     if (d == FLYTE_DELIVERED) {
       flyte_log(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO,
                 "action %s: %s -> %s (%.1f ms)", a->id, a->command, res.event,
