@@ -75,10 +75,12 @@ flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
                   what, not_found, err);
       return FLYTE_REFUSED;
     }
-    /* Only a try whose reply was lost may have reached the API; a 500 it
-     * answered means it did not take the body (storage error, or an
-     * action no longer PENDING because an earlier lost try completed it). */
-    if (status < 0) maybe_sent = 1;
+    /* Only a try whose reply was lost may have reached the API: no answer
+     * at all, or a proxy's 502/504 (the API behind it may have stored the
+     * body). A 500 the API answered means it did not take the body
+     * (storage error, or an action no longer PENDING because an earlier
+     * lost try completed it). */
+    if (status < 0 || status == 502 || status == 504) maybe_sent = 1;
     flyte_warn("%s not delivered (try %d): %s; again in %.1f s", what,
                attempt, err, wait);
     if (backoff_wait(h, jitter(wait)) != 0) {

@@ -2,24 +2,29 @@
  *
  * libmicrohttpd serves each connection on its own thread; one mutex guards
  * the packs, actions, events and counters. The API paths follow
- * flyte-api.md (and flyte-api's handlers); /dev/ paths queue actions and
- * show what arrived.
+ * flyte-api.md (and flyte-api's handlers); /dev/ paths queue actions,
+ * show what arrived, and inject faults: a spec can make chosen API requests
+ * fail, hang or come back garbled (POST /dev/faults).
  */
 #include "standin.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define MAX_BODY (8u << 20)
 #define JSON_TYPE "application/json"
+#define MAX_FAULT_DELAY 30.0 /* seconds a connection thread may be held */
 
 enum { ST_NEW, ST_PENDING, ST_DONE };
 static const char *const STATE_NAME[] = {"NEW", "PENDING", "DONE"};
@@ -38,6 +43,27 @@ static const struct { const char *method; int counter; } ROUTE[] = {
   [R_HEALTH] = {"GET", C_HEALTH}, [R_REGISTER] = {"POST", C_REGISTER},
   [R_TAKE] = {"POST", C_TAKE},
   [R_RESULT] = {"POST", C_RESULT}, [R_EVENT] = {"POST", C_EVENT}};
+/* Route names as POST /dev/faults takes them. */
+static const char *const ROUTE_NAME[] = {
+  [R_NONE] = "", [R_DISCOVERY] = "discovery", [R_HEALTH] = "health",
+  [R_REGISTER] = "register", [R_TAKE] = "take", [R_RESULT] = "result",
+  [R_EVENT] = "event"};
+
+/* What a fault does to the reply's body (the status stays). */
+typedef enum { G_NONE, G_TRUNCATED, G_INVALID, G_EMPTY } garble;
+static const char *const GARBLE_NAME[] = {"", "truncated", "invalid",
+                                          "empty"};
+
+/* A fault asked for by a spec: the next `count` requests on `route` are
+ * answered so instead of (or, with `after`, after) being handled. */
+typedef struct {
+  route_kind route;
+  unsigned status; /* 0: the normal status */
+  double delay;    /* seconds to wait before answering */
+  garble body;
+  int after;       /* handle the request first: its reply is what is lost */
+  long count;
+} fault_rec;
 
 typedef struct {
   char *id;
@@ -52,6 +78,7 @@ typedef struct {
   json_t *input;  /* NULL: absent */
   int state;
   json_t *result; /* NULL until DONE */
+  long results;   /* result posts that reached it, accepted or refused */
 } action_rec;
 
 typedef struct {
@@ -81,6 +108,11 @@ struct flyte_standin {
   long counts[C_COUNT];
   long connections;
   char *authorization;
+  fault_rec *faults; /* in the order asked for */
+  size_t nfaults, faults_cap;
+  long faults_served;
+  pthread_cond_t wake; /* ends fault delays when the stand-in stops */
+  int stopping;
 };
 
 /* One request's body, accumulated across calls (MHD's req_cls). */
@@ -109,6 +141,7 @@ typedef struct {
   const char *note_kind; /* for the notify callback, or NULL */
   char *note_pack;
   json_t *note_body;
+  garble garble;         /* an injected fault spoils the body so */
 } reply;
 
 static void fail(reply *out, unsigned status, const char *msg) {
@@ -391,11 +424,13 @@ static json_t *copy_or_null(json_t *v) {
 
 /* An action as /dev/ shows it; NULL when out of memory. */
 static json_t *action_json(const action_rec *a) {
-  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}", "id", (json_int_t)a->id,
+  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:I}",
+                   "id", (json_int_t)a->id,
                    "pack", a->pack, "command", a->command,
                    "input", copy_or_null(a->input),
                    "state", STATE_NAME[a->state],
-                   "result", copy_or_null(a->result));
+                   "result", copy_or_null(a->result),
+                   "results", (json_int_t)a->results);
 }
 
 /* Queues an action; call with the lock held. input is borrowed and copied
@@ -456,12 +491,15 @@ static void clear_state(flyte_standin *s) {
   free(s->actions);
   free(s->events);
   free(s->authorization);
+  free(s->faults);
   s->packs = NULL;
   s->actions = NULL;
   s->events = NULL;
   s->authorization = NULL;
+  s->faults = NULL;
   s->npacks = s->packs_cap = s->nactions = s->actions_cap = 0;
-  s->nevents = s->events_cap = 0;
+  s->nevents = s->events_cap = s->nfaults = s->faults_cap = 0;
+  s->faults_served = 0;
   s->last_pack = -1;
   s->next_action = 1;
   s->connections = 0;
@@ -619,6 +657,7 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
   } else if (is_result) {
     if ((a = find_action(s, rq->action)) == NULL ||
         strcmp(a->pack, rq->pack) != 0) {
+      a = NULL;
       fail(out, 404, "no such action");
     } else if (a->state != ST_PENDING) {
       fail(out, 500, "action is not PENDING");
@@ -628,6 +667,7 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
       a->state = ST_DONE;
       out->status = 202;
     }
+    if (a != NULL) a->results++;
   } else {
     arr = grow(s->events, &s->events_cap, s->nevents, sizeof *arr);
     if (arr != NULL) s->events = arr;
@@ -686,21 +726,124 @@ static route_kind api_route(const char *url, request *rq) {
   return k;
 }
 
-static void api_dispatch(flyte_standin *s, request *rq, const char *url,
-                         const char *method, reply *out) {
-  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
-      MHD_HTTP_HEADER_AUTHORIZATION);
-  route_kind k = api_route(url, rq);
-  int method_ok = k != R_NONE && strcmp(method, ROUTE[k].method) == 0;
-  int guarded = strcmp(url, "/v1") == 0 || strncmp(url, "/v1/", 4) == 0 ||
-                strcmp(url, "/health") == 0;
-  pthread_mutex_lock(&s->lock);
-  if (auth != NULL) {
-    free(s->authorization);
-    s->authorization = strdup(auth); /* NULL when out of memory: shown so */
+/* --- injected faults --------------------------------------------------- */
+
+/* Takes the next fault for route k into *f, if there is one; call with the
+ * lock held. Returns 1 when there is. */
+static int next_fault_locked(flyte_standin *s, route_kind k, fault_rec *f) {
+  for (size_t i = 0; i < s->nfaults; i++) {
+    if (s->faults[i].route != k) continue;
+    *f = s->faults[i];
+    s->faults_served++;
+    if (--s->faults[i].count == 0) {
+      memmove(&s->faults[i], &s->faults[i + 1],
+              (s->nfaults - i - 1) * sizeof *s->faults);
+      s->nfaults--;
+    }
+    return 1;
   }
-  if (method_ok && ROUTE[k].counter >= 0) s->counts[ROUTE[k].counter]++;
+  return 0;
+}
+
+/* Holds the connection thread for a fault's delay, or until the stand-in
+ * stops (so that stopping never waits out a delay). */
+static void fault_sleep(flyte_standin *s, double seconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += (time_t)seconds;
+  until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&s->lock);
+  while (!s->stopping &&
+         pthread_cond_timedwait(&s->wake, &s->lock, &until) == 0)
+    continue;
   pthread_mutex_unlock(&s->lock);
+}
+
+/* Whether the client has closed the connection (it gave up waiting). The
+ * whole request has been read, so anything readable is its end. */
+static int client_gone(struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *info =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  struct pollfd p;
+  ssize_t n;
+  char c;
+  if (info == NULL) return 0;
+  p.fd = info->connect_fd;
+  p.events = POLLIN;
+  p.revents = 0;
+  if (poll(&p, 1, 0) <= 0) return 0;
+  if (p.revents & (POLLHUP | POLLERR)) return 1;
+  n = recv(p.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* Puts the fault's status (and a short error body) in place of the reply's,
+ * and marks the body to be garbled. */
+static void apply_fault(const fault_rec *f, reply *out) {
+  if (f->status != 0) {
+    fail(out, f->status, "fault injected by /dev/faults");
+    free(out->location);
+    out->location = NULL;
+    out->allow = NULL;
+  }
+  out->garble = f->body;
+}
+
+/* Checks a POST /dev/faults body into *f; returns NULL or what is wrong. */
+static const char *parse_fault(json_t *body, fault_rec *f) {
+  const char *name;
+  json_t *v;
+  memset(f, 0, sizeof *f);
+  f->count = 1;
+  if (!json_is_object(body)) return "body must be a JSON object";
+  name = json_string_value(json_object_get(body, "route"));
+  for (int k = R_DISCOVERY; name != NULL && k <= R_EVENT; k++)
+    if (strcmp(name, ROUTE_NAME[k]) == 0) f->route = (route_kind)k;
+  if (f->route == R_NONE)
+    return "route must be discovery, health, register, take, result or "
+           "event";
+  if (is_set(v = json_object_get(body, "status"))) {
+    if (!json_is_integer(v) || json_integer_value(v) < 100 ||
+        json_integer_value(v) > 599)
+      return "status must be an HTTP status from 100 to 599";
+    f->status = (unsigned)json_integer_value(v);
+  }
+  if (is_set(v = json_object_get(body, "delay"))) {
+    if (!json_is_number(v) || json_number_value(v) < 0 ||
+        json_number_value(v) > MAX_FAULT_DELAY)
+      return "delay must be a number of seconds from 0 to 30";
+    f->delay = json_number_value(v);
+  }
+  if (is_set(v = json_object_get(body, "body"))) {
+    name = json_string_value(v);
+    for (int g = G_TRUNCATED; name != NULL && g <= G_EMPTY; g++)
+      if (strcmp(name, GARBLE_NAME[g]) == 0) f->body = (garble)g;
+    if (f->body == G_NONE) return "body must be truncated, invalid or empty";
+  }
+  if (is_set(v = json_object_get(body, "count"))) {
+    if (!json_is_integer(v) || json_integer_value(v) < 1)
+      return "count must be an integer of at least 1";
+    f->count = (long)json_integer_value(v);
+  }
+  if (is_set(v = json_object_get(body, "after"))) {
+    if (!json_is_boolean(v)) return "after must be true or false";
+    f->after = json_is_true(v);
+  }
+  if (f->status == 0 && f->delay == 0 && f->body == G_NONE)
+    return "a fault needs a status, a delay or a body";
+  return NULL;
+}
+
+/* --- API dispatch ------------------------------------------------------- */
+
+/* Handles an API request as flyte-api would. */
+static void api_answer(flyte_standin *s, request *rq, route_kind k,
+                       int method_ok, int guarded, const char *auth,
+                       reply *out) {
   if (guarded && s->jwt != NULL) {
     if (auth == NULL) {
       fail(out, 401, "an Authorization bearer token is required");
@@ -737,6 +880,44 @@ static void api_dispatch(flyte_standin *s, request *rq, const char *url,
   case R_EVENT: api_event(s, rq, out, 0); break;
   case R_NONE: break;
   }
+}
+
+/* Counts the request, then answers it, with the next fault injected for
+ * its route if there is one. A fault without `after` is served instead of
+ * the handler: after its delay, a request whose client has given up is not
+ * handled at all (as when a server hangs before reaching the handler). */
+static void api_dispatch(flyte_standin *s, request *rq, const char *url,
+                         const char *method, reply *out) {
+  const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
+      MHD_HTTP_HEADER_AUTHORIZATION);
+  route_kind k = api_route(url, rq);
+  int method_ok = k != R_NONE && strcmp(method, ROUTE[k].method) == 0;
+  int guarded = strcmp(url, "/v1") == 0 || strncmp(url, "/v1/", 4) == 0 ||
+                strcmp(url, "/health") == 0;
+  int faulty;
+  fault_rec f;
+  pthread_mutex_lock(&s->lock);
+  if (auth != NULL) {
+    free(s->authorization);
+    s->authorization = strdup(auth); /* NULL when out of memory: shown so */
+  }
+  if (method_ok && ROUTE[k].counter >= 0) s->counts[ROUTE[k].counter]++;
+  faulty = method_ok && next_fault_locked(s, k, &f);
+  pthread_mutex_unlock(&s->lock);
+  if (faulty && !f.after) {
+    if (f.delay > 0) fault_sleep(s, f.delay);
+    if (f.status == 0 && client_gone(rq->conn)) {
+      fail(out, 503, "the client left during the injected delay");
+      return;
+    }
+    if (f.status != 0) {
+      apply_fault(&f, out);
+      return;
+    }
+  }
+  api_answer(s, rq, k, method_ok, guarded, auth, out);
+  if (faulty && f.after && f.delay > 0) fault_sleep(s, f.delay);
+  if (faulty) apply_fault(&f, out);
 }
 
 /* --- /dev/ handlers ---------------------------------------------------- */
@@ -808,13 +989,45 @@ static void dev_action(flyte_standin *s, const char *num, reply *out) {
     out->status = 200;
 }
 
+/* POST /dev/faults: queues a fault (parse_fault says what it takes). */
+static void dev_fault(flyte_standin *s, const request *rq, reply *out) {
+  json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, NULL);
+  const char *bad;
+  fault_rec f, *arr = NULL;
+  long pending = 0;
+  if ((bad = parse_fault(body, &f)) != NULL) {
+    fail(out, 400, bad);
+    goto cleanup;
+  }
+  pthread_mutex_lock(&s->lock);
+  arr = grow(s->faults, &s->faults_cap, s->nfaults, sizeof *arr);
+  if (arr != NULL) {
+    s->faults = arr;
+    arr[s->nfaults++] = f;
+  }
+  for (size_t i = 0; i < s->nfaults; i++) pending += s->faults[i].count;
+  pthread_mutex_unlock(&s->lock);
+  if (arr == NULL) {
+    fail(out, 500, "out of memory");
+  } else if ((out->body = json_pack("{s:I}", "faults_pending",
+                                    (json_int_t)pending)) == NULL) {
+    fail(out, 500, "out of memory");
+  } else {
+    out->status = 201;
+  }
+cleanup:
+  json_decref(body);
+}
+
 /* Everything the stand-in holds; call with the lock held. */
 static json_t *state_json(flyte_standin *s) {
   json_t *packs = json_array(), *actions = json_array();
   json_t *events = json_array(), *counts = json_object();
   char when[48];
   size_t i;
+  long pending = 0;
   int rc = 0;
+  for (i = 0; i < s->nfaults; i++) pending += s->faults[i].count;
   for (i = 0; i < s->npacks; i++) {
     const pack_rec *p = &s->packs[i];
     format_time(&p->last_seen, when);
@@ -838,10 +1051,12 @@ static json_t *state_json(flyte_standin *s) {
     json_decref(counts);
     return NULL;
   }
-  return json_pack("{s:o, s:o, s:o, s:o, s:I, s:s?}", "packs", packs,
-                   "actions", actions, "events", events, "requests", counts,
-                   "connections", (json_int_t)s->connections,
-                   "authorization", s->authorization);
+  return json_pack("{s:o, s:o, s:o, s:o, s:I, s:s?, s:I, s:I}", "packs",
+                   packs, "actions", actions, "events", events, "requests",
+                   counts, "connections", (json_int_t)s->connections,
+                   "authorization", s->authorization, "faults_served",
+                   (json_int_t)s->faults_served, "faults_pending",
+                   (json_int_t)pending);
 }
 
 /* True when method is want; else sets a 405. */
@@ -884,6 +1099,20 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
       fail(out, 500, "out of memory");
     else
       out->status = 200;
+  } else if (strcmp(url, "/dev/faults") == 0) {
+    if (strcmp(method, "POST") == 0) {
+      dev_fault(s, rq, out);
+    } else if (strcmp(method, "DELETE") == 0) {
+      pthread_mutex_lock(&s->lock);
+      free(s->faults);
+      s->faults = NULL;
+      s->nfaults = s->faults_cap = 0;
+      pthread_mutex_unlock(&s->lock);
+      out->status = 204;
+    } else {
+      fail(out, 405, "method not allowed");
+      out->allow = "POST, DELETE";
+    }
   } else if (strcmp(url, "/dev/reset") == 0) {
     if (!method_is(method, "POST", out)) return;
     pthread_mutex_lock(&s->lock);
@@ -912,6 +1141,12 @@ static enum MHD_Result finish(flyte_standin *s, struct MHD_Connection *conn,
   if (r->status == 0) fail(r, 500, "out of memory");
   if (r->body != NULL && (text = json_dumps(r->body, JSON_COMPACT)) == NULL)
     r->status = 500;
+  if (r->garble == G_TRUNCATED && text != NULL) {
+    text[strlen(text) / 2] = '\0';
+  } else if (r->garble == G_INVALID || r->garble == G_EMPTY) {
+    free(text); /* the invalid body is NULL (empty) when out of memory */
+    text = r->garble == G_INVALID ? strdup("{not json") : NULL;
+  }
   resp = MHD_create_response_from_buffer(text ? strlen(text) : 0, text,
       text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
   if (resp == NULL) {
@@ -1030,6 +1265,7 @@ flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
   const char *host = opts->bind != NULL ? opts->bind : "127.0.0.1";
   struct sockaddr_in addr;
   const union MHD_DaemonInfo *info;
+  pthread_condattr_t ca;
   flyte_standin *s = NULL;
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
@@ -1052,6 +1288,10 @@ flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
   s->last_pack = -1;
   s->next_action = 1;
   pthread_mutex_init(&s->lock, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->wake, &ca);
+  pthread_condattr_destroy(&ca);
   s->daemon = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
           MHD_USE_ERROR_LOG,
@@ -1062,6 +1302,7 @@ flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
   if (s->daemon == NULL) {
     snprintf(err, errlen, "standin: cannot listen on %s:%d", host,
              opts->port);
+    pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
     goto fail;
   }
@@ -1121,8 +1362,13 @@ cleanup:
 
 void flyte_standin_stop(flyte_standin *s) {
   if (s == NULL) return;
+  pthread_mutex_lock(&s->lock);
+  s->stopping = 1;
+  pthread_cond_broadcast(&s->wake);
+  pthread_mutex_unlock(&s->lock);
   MHD_stop_daemon(s->daemon);
   clear_state(s);
+  pthread_cond_destroy(&s->wake);
   pthread_mutex_destroy(&s->lock);
   free(s->jwt);
   free(s);

@@ -3,7 +3,8 @@
  * Plain C on libmicrohttpd and jansson. It follows flyte-api.md to the
  * letter (absolute links built from the Host header, rels that are
  * documentation URLs, the same status codes), keeps everything in memory,
- * and adds a few /dev/ endpoints to enqueue actions and read what arrived.
+ * and adds a few /dev/ endpoints to enqueue actions, read what arrived and
+ * inject faults into chosen API requests.
  * Used by `flyte-host dev`, `flyte-host standin` and the end-to-end specs.
  */
 #ifndef FLYTE_STANDIN_H

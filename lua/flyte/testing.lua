@@ -268,6 +268,28 @@ function Api:events()
   return assert(core.json_decode(res.body))
 end
 
+--- Makes the next API requests on one route fail, hang or come back
+-- garbled. spec: { route = "discovery" | "register" | "take" | "result" |
+-- "event" | "health", status = an HTTP status to answer instead, delay =
+-- seconds to wait before answering (at most 30), body = "truncated" (the
+-- first half of the normal body) | "invalid" | "empty", count = how many
+-- requests (default 1), after = true to handle each request first and then
+-- answer with the fault (a lost reply) }. Without `after`, a faulted
+-- request is not handled, nor is one whose client gave up during the delay.
+-- Faults on a route are served in the order given; api:state() counts them
+-- in faults_served and faults_pending. Returns the number still pending.
+function Api:fault(spec)
+  local res = request("POST", self.url .. "/dev/faults", spec)
+  assert(res.status == 201, "fault: HTTP " .. res.status .. " " .. res.body)
+  return assert(core.json_decode(res.body)).faults_pending
+end
+
+--- Drops the faults not served yet.
+function Api:clear_faults()
+  local res = request("DELETE", self.url .. "/dev/faults")
+  assert(res.status == 204, "clear_faults: HTTP " .. res.status .. " " .. res.body)
+end
+
 function Api:stop()
   return self.process:stop()
 end
