@@ -297,8 +297,10 @@ static int connect_api(flyte_host *h, flyte_http *http) {
         pthread_cond_broadcast(&h->cond);
         pthread_mutex_unlock(&h->mu);
         flyte_metrics_registration(h->metrics);
-        flyte_info("registered pack %s with %s (%.1f ms)", p.id, h->cfg->api,
-                   (flyte_monotime() - t0) * 1000);
+        flyte_info("registered pack %s with %s (%.1f ms; %.1f ms after "
+                   "start)",
+                   p.id, h->cfg->api, (flyte_monotime() - t0) * 1000,
+                   flyte_since_start_ms());
         ok = 1;
       }
     }

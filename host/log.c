@@ -17,6 +17,15 @@ static flyte_log_format log_format = FLYTE_LOG_TEXT;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const level_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
 
+double flyte_since_start_ms(void) {
+  static struct timespec start;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (start.tv_sec == 0 && start.tv_nsec == 0) start = now;
+  return (double)(now.tv_sec - start.tv_sec) * 1e3 +
+         (double)(now.tv_nsec - start.tv_nsec) / 1e6;
+}
+
 void flyte_log_setup(flyte_log_level level, flyte_log_format format) {
   log_level = level;
   log_format = format;

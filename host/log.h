@@ -45,6 +45,10 @@ void flyte_log_json_fields(flyte_log_level level, const char *msg,
  * fractional seconds: 2026-11-28T20:02:34.123456Z. */
 void flyte_time_rfc3339(char *buf, size_t n, int digits);
 
+/* Milliseconds since the process started (CLOCK_MONOTONIC, read at the
+ * first call, which main makes first thing). */
+double flyte_since_start_ms(void);
+
 #define flyte_debug(...) flyte_log(FLYTE_LOG_DEBUG, __VA_ARGS__)
 #define flyte_info(...) flyte_log(FLYTE_LOG_INFO, __VA_ARGS__)
 #define flyte_warn(...) flyte_log(FLYTE_LOG_WARN, __VA_ARGS__)

@@ -374,6 +374,7 @@ static int cmd_test(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  flyte_since_start_ms(); /* the clock for "registered N ms after start" */
   if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
       strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
     fputs(usage, argc < 2 ? stderr : stdout);

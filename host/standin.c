@@ -79,6 +79,7 @@ typedef struct {
   int state;
   json_t *result; /* NULL until DONE */
   long results;   /* result posts that reached it, accepted or refused */
+  double t_queued, t_taken, t_done; /* CLOCK_MONOTONIC seconds, 0: not yet */
 } action_rec;
 
 typedef struct {
@@ -103,6 +104,7 @@ struct flyte_standin {
   action_rec *actions;
   size_t nactions, actions_cap;
   long next_action;
+  size_t first_new; /* no action before this index is NEW */
   event_rec *events;
   size_t nevents, events_cap;
   long counts[C_COUNT];
@@ -369,11 +371,12 @@ static pack_rec *find_pack(flyte_standin *s, const char *id) {
   return NULL;
 }
 
+/* Ids are handed out in order from 1 and actions are never removed (but
+ * by a reset, which starts again at 1): action N is at index N - 1. */
 static action_rec *find_action(flyte_standin *s, long id) {
-  for (size_t i = 0; i < s->nactions; i++) {
-    if (s->actions[i].id == id) return &s->actions[i];
-  }
-  return NULL;
+  if (id < 1 || (size_t)id > s->nactions) return NULL;
+  action_rec *a = &s->actions[id - 1];
+  return a->id == id ? a : NULL;
 }
 
 /* The stored pack as flyte-api echoes it; NULL when out of memory. */
@@ -424,13 +427,21 @@ static json_t *copy_or_null(json_t *v) {
 
 /* An action as /dev/ shows it; NULL when out of memory. */
 static json_t *action_json(const action_rec *a) {
-  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:I}",
+  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:I, s:{s:f, s:f, s:f}}",
                    "id", (json_int_t)a->id,
                    "pack", a->pack, "command", a->command,
                    "input", copy_or_null(a->input),
                    "state", STATE_NAME[a->state],
                    "result", copy_or_null(a->result),
-                   "results", (json_int_t)a->results);
+                   "results", (json_int_t)a->results,
+                   "times", "queued", a->t_queued, "taken", a->t_taken,
+                   "done", a->t_done);
+}
+
+static double monotonic(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Queues an action; call with the lock held. input is borrowed and copied
@@ -463,6 +474,7 @@ static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
   }
   a->id = s->next_action++;
   a->state = ST_NEW;
+  a->t_queued = monotonic();
   s->nactions++;
   return a;
 oom:
@@ -501,6 +513,7 @@ static void clear_state(flyte_standin *s) {
   s->nevents = s->events_cap = s->nfaults = s->faults_cap = 0;
   s->faults_served = 0;
   s->last_pack = -1;
+  s->first_new = 0;
   s->next_action = 1;
   s->connections = 0;
   memset(s->counts, 0, sizeof s->counts);
@@ -605,7 +618,11 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
   pthread_mutex_lock(&s->lock);
   if ((p = find_pack(s, rq->pack)) != NULL) {
     clock_gettime(CLOCK_REALTIME, &p->last_seen);
-    for (size_t i = 0; i < s->nactions && a == NULL; i++) {
+    /* skip what was taken already: a deep queue costs no scan per take */
+    while (s->first_new < s->nactions &&
+           s->actions[s->first_new].state != ST_NEW)
+      s->first_new++;
+    for (size_t i = s->first_new; i < s->nactions && a == NULL; i++) {
       action_rec *c = &s->actions[i];
       if (c->state == ST_NEW && strcmp(c->pack, p->id) == 0) a = c;
     }
@@ -619,6 +636,7 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
         "rel", json_sprintf("%s/swagger#/actionResult", rq->base));
     if (out->body != NULL) {
       a->state = ST_PENDING;
+      a->t_taken = monotonic();
       s->counts[C_TAKE_ACTION]++;
     }
   }
@@ -665,6 +683,7 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
       a->result = copy;
       copy = NULL;
       a->state = ST_DONE;
+      a->t_done = monotonic();
       out->status = 202;
     }
     if (a != NULL) a->results++;
@@ -928,7 +947,7 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
   json_t *pack = json_object_get(body, "pack");
   const char *msg = NULL;
   unsigned status = 500;
-  action_rec *a;
+  action_rec *a = NULL;
   if (!json_is_object(body)) {
     fail(out, 400, "body must be a JSON object");
     goto cleanup;
@@ -941,12 +960,27 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
     fail(out, 400, "pack must be a string");
     goto cleanup;
   }
+  json_t *count = json_object_get(body, "count");
+  if (is_set(count) &&
+      (!json_is_integer(count) || json_integer_value(count) < 1 ||
+       json_integer_value(count) > 1000000)) {
+    fail(out, 400, "count must be a whole number from 1 to 1000000");
+    goto cleanup;
+  }
+  long n = is_set(count) ? (long)json_integer_value(count) : 1;
+  long first = 0;
   pthread_mutex_lock(&s->lock);
-  a = enqueue_locked(s, json_string_value(pack), json_string_value(cmd),
-                     json_object_get(body, "input"), &status, &msg);
+  /* count: that many copies at once, for load (the benchmark) */
+  for (long k = 0; k < n; k++) {
+    a = enqueue_locked(s, json_string_value(pack), json_string_value(cmd),
+                       json_object_get(body, "input"), &status, &msg);
+    if (a == NULL) break;
+    if (k == 0) first = a->id;
+  }
   if (a != NULL) {
-    out->body = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)a->id,
-                          "pack", a->pack, "command", a->command);
+    out->body = json_pack("{s:I, s:s, s:s, s:I}", "id", (json_int_t)first,
+                          "pack", a->pack, "command", a->command, "last",
+                          (json_int_t)a->id);
     out->note_pack = strdup(a->pack);
   }
   pthread_mutex_unlock(&s->lock);
@@ -1075,6 +1109,25 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
   } else if (strncmp(url, ACTIONS, sizeof ACTIONS - 1) == 0) {
     if (method_is(method, "GET", out))
       dev_action(s, url + sizeof ACTIONS - 1, out);
+  } else if (strcmp(url, "/dev/stats") == 0) {
+    /* counts only: cheap to poll while a load runs */
+    if (!method_is(method, "GET", out)) return;
+    long by_state[3] = {0, 0, 0};
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->nactions; i++) by_state[s->actions[i].state]++;
+    out->body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "new",
+                          (json_int_t)by_state[ST_NEW], "pending",
+                          (json_int_t)by_state[ST_PENDING], "done",
+                          (json_int_t)by_state[ST_DONE], "events",
+                          (json_int_t)s->nevents, "connections",
+                          (json_int_t)s->connections, "takes",
+                          (json_int_t)s->counts[C_TAKE], "results",
+                          (json_int_t)s->counts[C_RESULT]);
+    pthread_mutex_unlock(&s->lock);
+    if (out->body == NULL)
+      fail(out, 500, "out of memory");
+    else
+      out->status = 200;
   } else if (strcmp(url, "/dev/events") == 0) {
     if (!method_is(method, "GET", out)) return;
     pthread_mutex_lock(&s->lock);
