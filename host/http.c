@@ -17,16 +17,17 @@ typedef struct {
   char *data;
   size_t len, cap, max;
   int overflow;
+  int collect; /* headers: keep them for this request */
 } buffer;
 
 struct flyte_http {
   CURL *curl;
   char *auth_header; /* "Authorization: Bearer ..." or NULL */
-  int insecure;
   long timeout_ms;
-  const atomic_int *cancel;
   buffer body, headers;
   long connects;
+  /* header lists built once: JSON requests without and with a body */
+  struct curl_slist *json_get, *json_post;
 };
 
 int flyte_http_global_init(void) {
@@ -70,6 +71,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   buffer *b = ud;
+  if (!b->collect) return size * n;
   /* A new status line (after a redirect or 100-continue) starts afresh. */
   if (n * size > 5 && strncmp(p, "HTTP/", 5) == 0) buffer_reset(b);
   return buffer_add(b, p, size * n) == 0 ? size * n : 0;
@@ -80,6 +82,20 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
   (void)dt, (void)dn, (void)ut, (void)un;
   const atomic_int *cancel = ud;
   return cancel && atomic_load(cancel) ? 1 : 0;
+}
+
+/* Appends lines to a header list; NULL when out of memory (list freed). */
+static struct curl_slist *headers_of(struct curl_slist *list,
+                                     const char *const *lines) {
+  for (; *lines; lines++) {
+    struct curl_slist *grown = curl_slist_append(list, *lines);
+    if (grown == NULL) {
+      curl_slist_free_all(list);
+      return NULL;
+    }
+    list = grown;
+  }
+  return list;
 }
 
 flyte_http *flyte_http_new(const flyte_http_opts *opts) {
@@ -93,11 +109,48 @@ flyte_http *flyte_http_new(const flyte_http_opts *opts) {
     if (h->auth_header == NULL) goto fail;
     snprintf(h->auth_header, n, "Authorization: Bearer %s", opts->bearer);
   }
-  h->insecure = opts->insecure;
   h->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
-  h->cancel = opts->cancel;
   h->body.max = opts->max_body ? opts->max_body : DEFAULT_MAX_BODY;
   h->headers.max = MAX_HEADERS;
+
+  /* libcurl would otherwise wait for "100 Continue" on larger bodies. */
+  const char *get[] = {"Accept: application/json", "Expect:", NULL};
+  const char *post[] = {"Accept: application/json",
+                        "Content-Type: application/json", "Expect:", NULL};
+  struct curl_slist *auth = NULL;
+  if (h->auth_header &&
+      (auth = curl_slist_append(NULL, h->auth_header)) == NULL)
+    goto fail;
+  h->json_get = headers_of(auth, get);
+  if (h->json_get == NULL) goto fail;
+  if (h->auth_header &&
+      (auth = curl_slist_append(NULL, h->auth_header)) == NULL)
+    goto fail;
+  h->json_post = headers_of(h->auth_header ? auth : NULL, post);
+  if (h->json_post == NULL) goto fail;
+
+  /* what every request shares is set once: a request sets only its own */
+  CURL *c = h->curl;
+  if (curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_WRITEDATA, &h->body) != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_HEADERDATA, &h->headers) != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
+      curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK)
+    goto fail;
+  if (opts->cancel &&
+      (curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress) !=
+           CURLE_OK ||
+       curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)opts->cancel) !=
+           CURLE_OK ||
+       curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) != CURLE_OK))
+    goto fail;
+  if (opts->insecure &&
+      (curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK ||
+       curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK))
+    goto fail;
   return h;
 fail:
   flyte_http_free(h);
@@ -107,6 +160,8 @@ fail:
 void flyte_http_free(flyte_http *h) {
   if (h == NULL) return;
   if (h->curl) curl_easy_cleanup(h->curl);
+  curl_slist_free_all(h->json_get);
+  curl_slist_free_all(h->json_post);
   if (h->auth_header) {
     /* The token is a secret: do not leave it in freed memory. */
     memset(h->auth_header, 0, strlen(h->auth_header));
@@ -122,76 +177,54 @@ long flyte_http_connects(const flyte_http *h) { return h->connects; }
 int flyte_http_request(flyte_http *h, const flyte_http_req *req,
                        flyte_http_resp *resp) {
   CURL *c = h->curl;
-  struct curl_slist *list = NULL, *tmp;
+  struct curl_slist *list = NULL;
   int rc = -1;
   CURLcode cc;
 
   memset(resp, 0, sizeof *resp);
   buffer_reset(&h->body);
   buffer_reset(&h->headers);
-  curl_easy_reset(c);
+  h->headers.collect = req->want_headers;
 
-#define ADD_HEADER(line)                                  \
-  do {                                                    \
-    if ((tmp = curl_slist_append(list, (line))) == NULL) { \
-      snprintf(resp->error, sizeof resp->error, "out of memory"); \
-      goto cleanup;                                       \
-    }                                                     \
-    list = tmp;                                           \
-  } while (0)
-
-  if (h->auth_header) ADD_HEADER(h->auth_header);
-  if (req->json) {
-    ADD_HEADER("Accept: application/json");
-    if (req->body) ADD_HEADER("Content-Type: application/json");
+  int get = strcmp(req->method, "GET") == 0;
+  int head = strcmp(req->method, "HEAD") == 0;
+  const struct curl_slist *headers;
+  if (req->json && req->headers == NULL) {
+    headers = req->body ? h->json_post : h->json_get;
+  } else { /* a request of pack code: its own headers */
+    /* the list starts non-empty, so NULL below means out of memory */
+    if ((list = curl_slist_append(NULL, "Expect:")) == NULL) goto nomem;
+    const char *auth[] = {h->auth_header, NULL};
+    if (h->auth_header && (list = headers_of(list, auth)) == NULL) goto nomem;
+    if (req->headers && (list = headers_of(list, req->headers)) == NULL)
+      goto nomem;
+    headers = list;
   }
-  for (const char *const *p = req->headers; p && *p; p++) ADD_HEADER(*p);
-  /* libcurl would otherwise wait for "100 Continue" on larger bodies. */
-  ADD_HEADER("Expect:");
-#undef ADD_HEADER
 
   long timeout = req->timeout_ms > 0 ? req->timeout_ms : h->timeout_ms;
   if ((cc = curl_easy_setopt(c, CURLOPT_URL, req->url)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, list)) != CURLE_OK ||
+      (cc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers)) != CURLE_OK ||
       (cc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_WRITEDATA, &h->body)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https")) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L)) != CURLE_OK ||
-      (cc = curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "")) != CURLE_OK)
+      (cc = curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L)) != CURLE_OK)
     goto setopt_failed;
-  if (strcmp(req->method, "GET") == 0) {
-    if ((cc = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L)) != CURLE_OK)
+  if (get || head) {
+    if ((cc = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L)) != CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L)) !=
+            CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL)) != CURLE_OK)
       goto setopt_failed;
-  }
-  if (req->body || strcmp(req->method, "POST") == 0 ||
-      strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0) {
-    const char *body = req->body ? req->body : "";
-    if ((cc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+  } else {
+    /* POST semantics carry the body; other methods rename the request */
+    if ((cc = curl_easy_setopt(c, CURLOPT_POST, 1L)) != CURLE_OK ||
+        (cc = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                                (curl_off_t)(req->body ? req->body_len : 0))) !=
             CURLE_OK ||
-        (cc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, body)) != CURLE_OK)
-      goto setopt_failed;
-  }
-  if (req->want_headers) {
-    if ((cc = curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header)) !=
-            CURLE_OK ||
-        (cc = curl_easy_setopt(c, CURLOPT_HEADERDATA, &h->headers)) != CURLE_OK)
-      goto setopt_failed;
-  }
-  if (h->cancel) {
-    if ((cc = curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress)) !=
-            CURLE_OK ||
-        (cc = curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)h->cancel)) !=
-            CURLE_OK ||
-        (cc = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L)) != CURLE_OK)
-      goto setopt_failed;
-  }
-  if (h->insecure) {
-    if ((cc = curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L)) != CURLE_OK ||
-        (cc = curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L)) != CURLE_OK)
+        (cc = curl_easy_setopt(c, CURLOPT_POSTFIELDS,
+                               req->body ? req->body : "")) != CURLE_OK ||
+        (cc = curl_easy_setopt(
+             c, CURLOPT_CUSTOMREQUEST,
+             strcmp(req->method, "POST") == 0 ? NULL : req->method)) !=
+            CURLE_OK)
       goto setopt_failed;
   }
 
@@ -217,10 +250,15 @@ int flyte_http_request(flyte_http *h, const flyte_http_req *req,
   rc = 0;
   goto cleanup;
 
+nomem:
+  snprintf(resp->error, sizeof resp->error, "out of memory");
+  goto cleanup;
 setopt_failed:
   snprintf(resp->error, sizeof resp->error, "libcurl: %s",
            curl_easy_strerror(cc));
 cleanup:
+  /* the handle must not keep a pointer to a list that is freed */
+  if (list) curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
   curl_slist_free_all(list);
   return rc;
 }
