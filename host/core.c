@@ -108,7 +108,13 @@ static int core_log(lua_State *L) {
   int level = luaL_checkoption(L, 1, NULL, levels);
   const char *msg = luaL_checkstring(L, 2);
   const char *fields = luaL_optstring(L, 3, NULL);
-  flyte_log_json_fields((flyte_log_level)level, msg, fields);
+  /* inside an action, its id: its lines can be found from take to result */
+  flyte_log_field action[] = {{"action", NULL}, {NULL, NULL}};
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "flyte.action") == LUA_TSTRING)
+    action[0].value = lua_tostring(L, -1);
+  flyte_log_json_fields((flyte_log_level)level, msg, fields,
+                        action[0].value ? action : NULL);
+  lua_pop(L, 1);
   return 0;
 }
 

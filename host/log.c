@@ -70,7 +70,7 @@ static void text_field(FILE *out, const char *key, const char *value) {
 /* Writes one finished line. `extra` is a JSON object of more fields (may be
  * NULL); takes no ownership. */
 static void emit(flyte_log_level level, const flyte_log_field *fields,
-                 json_t *extra, const char *msg) {
+                 int text_fields, json_t *extra, const char *msg) {
   char when[40];
   flyte_time_rfc3339(when, sizeof when, 3);
   char *line = NULL;
@@ -83,8 +83,17 @@ static void emit(flyte_log_level level, const flyte_log_field *fields,
     json_object_set_new(obj, "time", json_string(when));
     json_object_set_new(obj, "level", json_string(level_names[level]));
     json_object_set_new(obj, "msg", json_stringn(msg, strlen(msg)));
-    for (; fields && fields->key; fields++)
-      json_object_set_new(obj, fields->key, json_string(fields->value));
+    for (; fields && fields->key; fields++) {
+      /* durations are numbers: "duration_ms": 0.25 */
+      size_t klen = strlen(fields->key);
+      char *end;
+      double v = strtod(fields->value, &end);
+      if (klen > 3 && strcmp(fields->key + klen - 3, "_ms") == 0 &&
+          *fields->value && *end == '\0')
+        json_object_set_new(obj, fields->key, json_real(v));
+      else
+        json_object_set_new(obj, fields->key, json_string(fields->value));
+    }
     if (extra) json_object_update_missing(obj, extra);
     char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     fputs(text ? text : "{}", out);
@@ -92,7 +101,7 @@ static void emit(flyte_log_level level, const flyte_log_field *fields,
     json_decref(obj);
   } else {
     fprintf(out, "%s %s %s", when, level_tags[level], msg);
-    for (; fields && fields->key; fields++)
+    for (; text_fields && fields && fields->key; fields++)
       text_field(out, fields->key, fields->value);
     const char *key;
     json_t *value;
@@ -123,13 +132,13 @@ void flyte_logv(flyte_log_level level, const flyte_log_field *fields,
   va_end(copy);
   if (n < 0) return;
   if ((size_t)n < sizeof stack) {
-    emit(level, fields, NULL, stack);
+    emit(level, fields, 1, NULL, stack);
     return;
   }
   char *big = malloc((size_t)n + 1);
   if (big == NULL) return;
   vsnprintf(big, (size_t)n + 1, fmt, ap);
-  emit(level, fields, NULL, big);
+  emit(level, fields, 1, NULL, big);
   free(big);
 }
 
@@ -140,8 +149,20 @@ void flyte_log(flyte_log_level level, const char *fmt, ...) {
   va_end(ap);
 }
 
+void flyte_log_with(flyte_log_level level, const flyte_log_field *fields,
+                    int text_fields, const char *fmt, ...) {
+  if (!flyte_log_enabled(level)) return;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  emit(level, fields, text_fields, NULL, msg);
+}
+
 void flyte_log_json_fields(flyte_log_level level, const char *msg,
-                           const char *fields_json) {
+                           const char *fields_json,
+                           const flyte_log_field *fields) {
   if (!flyte_log_enabled(level)) return;
   json_t *extra = NULL;
   if (fields_json) {
@@ -151,6 +172,6 @@ void flyte_log_json_fields(flyte_log_level level, const char *msg,
       extra = NULL;
     }
   }
-  emit(level, NULL, extra, msg);
+  emit(level, fields, 1, extra, msg);
   json_decref(extra);
 }

@@ -36,10 +36,18 @@ void flyte_log(flyte_log_level level, const char *fmt, ...)
 void flyte_logv(flyte_log_level level, const flyte_log_field *fields,
                 const char *fmt, va_list ap);
 
+/* A line with fields: in the JSON format they are keys of the object; in
+ * text they are appended as key=value only when text_fields is set (when
+ * the message already says it all for a person, it is not). */
+void flyte_log_with(flyte_log_level level, const flyte_log_field *fields,
+                    int text_fields, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* `fields_json` is a JSON object text (may be NULL) merged into the line:
  * for flyte.log calls from pack code. */
 void flyte_log_json_fields(flyte_log_level level, const char *msg,
-                           const char *fields_json);
+                           const char *fields_json,
+                           const flyte_log_field *fields);
 
 /* Writes the current time as RFC 3339 UTC with `digits` (3 or 6) of
  * fractional seconds: 2026-11-28T20:02:34.123456Z. */

@@ -146,7 +146,8 @@ static int cmd_invoke(const flyte_config *c) {
     return 1;
   }
   flyte_pack_result res;
-  flyte_pack_run(p, c->args[1], input, NULL, c->handler_timeout, &res);
+  flyte_pack_run(p, NULL, c->args[1], input, NULL, c->handler_timeout,
+                 &res);
   char *pretty = res.body ? flyte_pack_pretty_event(p, res.body) : NULL;
   printf("%s\n", pretty ? pretty : res.body ? res.body : "null");
   free(pretty);

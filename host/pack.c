@@ -199,15 +199,19 @@ static double command_timeout(flyte_pack *p, const char *command) {
   return t;
 }
 
-void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
-                    const char *input_error, double default_timeout,
-                    flyte_pack_result *out) {
+void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
+                    json_t *input, const char *input_error,
+                    double default_timeout, flyte_pack_result *out) {
   lua_State *L = p->L;
   char err[1024], why[256];
   memset(out, 0, sizeof *out);
   double timeout = command_timeout(p, command);
   if (timeout <= 0) timeout = default_timeout;
 
+  if (action) {
+    lua_pushstring(L, action);
+    lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
+  }
   push_runner_fn(p, "run");
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
   lua_pushstring(L, command);
@@ -226,6 +230,10 @@ void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
   double start = flyte_monotime();
   flyte_call_status st = flyte_state_call(L, 4, 3, timeout, err, sizeof err);
   out->seconds = flyte_monotime() - start;
+  if (action) {
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
+  }
 
   char text[1200];
   switch (st) {

@@ -62,10 +62,11 @@ void flyte_sources_free(flyte_sources *s);
 /* Runs one action and always produces a result body: the handler's event,
  * or the FATAL event the contract describes. `input` is borrowed (NULL when
  * absent); `input_error`, when set, says why the input could not be read.
- * `default_timeout` applies when the command sets none (0: none). */
-void flyte_pack_run(flyte_pack *p, const char *command, json_t *input,
-                    const char *input_error, double default_timeout,
-                    flyte_pack_result *out);
+ * `default_timeout` applies when the command sets none (0: none).
+ * `action` (the action's id, or NULL) is added to pack code's log lines. */
+void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
+                    json_t *input, const char *input_error,
+                    double default_timeout, flyte_pack_result *out);
 
 /* Runs every health check, each cut off after `timeout` seconds. Returns
  * the health JSON (caller frees) and sets *healthy. */

@@ -149,7 +149,10 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
   flyte_host *h = w->host;
   flyte_pack_result res;
   catch_up(h, mine, pack, 0); /* a reload since: run the new code */
-  flyte_debug("action %s: running command '%s'", a->id, a->command);
+  flyte_log_field took[] = {{"action", a->id}, {"command", a->command},
+                            {NULL, NULL}};
+  flyte_log_with(FLYTE_LOG_DEBUG, took, 0, "action %s: took it; running '%s'",
+                 a->id, a->command);
   char err[512];
   long entry = -1;
   if (h->outbox) {
@@ -162,7 +165,7 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
   slot_take(w, a, entry);
   flyte_metrics_action_taken(h->metrics);
   flyte_metrics_in_flight(h->metrics, a->command, 1);
-  flyte_pack_run(*pack, a->command, a->input, a->input_error,
+  flyte_pack_run(*pack, a->id, a->command, a->input, a->input_error,
                  h->cfg->handler_timeout, &res);
   flyte_metrics_in_flight(h->metrics, a->command, -1);
   if (!slot_release(w)) {
@@ -189,10 +192,16 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
     flyte_metrics_action_done(h->metrics, a->command,
                               d == FLYTE_ABANDONED ? "abandoned" : res.outcome,
                               res.seconds);
-    if (d == FLYTE_DELIVERED) {
-      flyte_log(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO,
-                "action %s: %s -> %s (%.1f ms)", a->id, a->command, res.event,
-                res.seconds * 1000);
+    if (d == FLYTE_DELIVERED &&
+        flyte_log_enabled(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO)) {
+      char ms[32];
+      snprintf(ms, sizeof ms, "%.3f", res.seconds * 1000);
+      flyte_log_field fields[] = {{"action", a->id},    {"command", a->command},
+                                  {"event", res.event}, {"duration_ms", ms},
+                                  {"outcome", res.outcome}, {NULL, NULL}};
+      flyte_log_with(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO, fields, 0,
+                     "action %s: %s -> %s (%.1f ms)", a->id, a->command,
+                     res.event, res.seconds * 1000);
     }
   }
   free(res.body);
