@@ -27,9 +27,6 @@
 #ifndef FLYTE_CORE_DIR
 #define FLYTE_CORE_DIR "/usr/lib/flyte-host"
 #endif
-#ifndef FLYTE_LUA_DIR
-#define FLYTE_LUA_DIR "/usr/share/flyte-host/lua"
-#endif
 
 static const char usage[] =
     "usage: flyte-host COMMAND [OPTIONS] ...\n"
@@ -345,21 +342,31 @@ static int cmd_dev(flyte_config *c) {
 
 static int cmd_test(int argc, char **argv) {
   char path[4096], cpath[4096], self[4096];
-  const char *lua_dir = getenv("FLYTE_LUA_DIR");
-  if (lua_dir == NULL || lua_dir[0] == '\0') lua_dir = FLYTE_LUA_DIR;
+  const char *lua_dir = flyte_lua_dir();
   const char *old = getenv("LUA_PATH");
   snprintf(path, sizeof path, "%s/?.lua;%s/?/init.lua;./?.lua;./?/init.lua;%s",
            lua_dir, lua_dir, old ? old : ";");
-  old = getenv("LUA_CPATH");
-  snprintf(cpath, sizeof cpath, "%s/?.so;%s", FLYTE_CORE_DIR,
-           old ? old : ";");
-  setenv("LUA_PATH", path, 1);
-  setenv("LUA_CPATH", cpath, 1);
+  /* flyte.core as a C module: beside an installed binary, else the build */
+  char core_dir[4200];
+  snprintf(core_dir, sizeof core_dir, "%s", FLYTE_CORE_DIR);
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n > 0) {
     self[n] = '\0';
     setenv("FLYTE_HOST_BIN", self, 0);
+    char *slash = strrchr(self, '/'), probe[4300];
+    if (slash) {
+      *slash = '\0';
+      snprintf(probe, sizeof probe, "%s/../lib/flyte-host/flyte/core.so",
+               self);
+      if (access(probe, R_OK) == 0)
+        snprintf(core_dir, sizeof core_dir, "%s/../lib/flyte-host", self);
+      *slash = '/';
+    }
   }
+  old = getenv("LUA_CPATH");
+  snprintf(cpath, sizeof cpath, "%s/?.so;%s", core_dir, old ? old : ";");
+  setenv("LUA_PATH", path, 1);
+  setenv("LUA_CPATH", cpath, 1);
   const char *busted = getenv("FLYTE_BUSTED");
   if (busted == NULL) busted = "/usr/bin/busted";
   char **args = calloc((size_t)argc + 3, sizeof *args);

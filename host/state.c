@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #ifndef FLYTE_LUA_DIR
 #define FLYTE_LUA_DIR "/usr/share/flyte-host/lua"
@@ -34,6 +36,39 @@ double flyte_monotime(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Where the flyte Lua modules are: $FLYTE_LUA_DIR, else beside an
+ * installed binary (BIN/../share/flyte-host/lua), else the build's own. */
+static char lua_dir_found[4096];
+static pthread_once_t lua_dir_once = PTHREAD_ONCE_INIT;
+
+static void find_lua_dir(void) {
+  const char *env = getenv("FLYTE_LUA_DIR");
+  if (env && env[0]) {
+    snprintf(lua_dir_found, sizeof lua_dir_found, "%s", env);
+    return;
+  }
+  char exe[4096], path[4200];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(path, sizeof path, "%s/../share/flyte-host/lua/flyte/init.lua",
+             exe);
+    if (access(path, R_OK) == 0) {
+      snprintf(lua_dir_found, sizeof lua_dir_found,
+               "%s/../share/flyte-host/lua", exe);
+      return;
+    }
+  }
+  snprintf(lua_dir_found, sizeof lua_dir_found, "%s", FLYTE_LUA_DIR);
+}
+
+const char *flyte_lua_dir(void) {
+  pthread_once(&lua_dir_once, find_lua_dir);
+  return lua_dir_found;
 }
 
 static state_data *data_of(lua_State *L) {
@@ -104,8 +139,7 @@ lua_State *flyte_state_open(const flyte_state_opts *opts, char *err,
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   const char *dflt = lua_tostring(L, -1);
-  const char *lua_dir = getenv("FLYTE_LUA_DIR");
-  if (lua_dir == NULL || lua_dir[0] == '\0') lua_dir = FLYTE_LUA_DIR;
+  const char *lua_dir = flyte_lua_dir();
   if (opts->pack_dir)
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua;%s",
                     lua_dir, lua_dir, opts->pack_dir, opts->pack_dir, dflt);

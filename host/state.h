@@ -63,6 +63,9 @@ const flyte_core_env *flyte_state_env(lua_State *L);
  * When the deadline has passed, marks the call as timed out. */
 double flyte_state_time_left(lua_State *L);
 
+/* Where the flyte Lua modules are found (see state.c). */
+const char *flyte_lua_dir(void);
+
 /* Monotonic clock in seconds. */
 double flyte_monotime(void);
 
