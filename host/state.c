@@ -40,7 +40,7 @@ double flyte_monotime(void) {
 
 /* Where the flyte Lua modules are: $FLYTE_LUA_DIR, else beside an
  * installed binary (BIN/../share/flyte-host/lua), else the build's own. */
-static char lua_dir_found[4096];
+static char lua_dir_found[4200];
 static pthread_once_t lua_dir_once = PTHREAD_ONCE_INIT;
 
 static void find_lua_dir(void) {
@@ -49,7 +49,7 @@ static void find_lua_dir(void) {
     snprintf(lua_dir_found, sizeof lua_dir_found, "%s", env);
     return;
   }
-  char exe[4096], path[4200];
+  char exe[4000], path[4200];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
     exe[n] = '\0';
