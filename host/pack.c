@@ -80,6 +80,8 @@ flyte_pack *flyte_pack_open(const char *path, const flyte_core_env *env,
   lua_pop(L, 1);
   p->pack = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 0);
+  /* loading leaves garbage behind: do not carry it into the first action */
+  lua_gc(L, LUA_GCCOLLECT);
   free(dir);
   return p;
 fail:
