@@ -12,7 +12,7 @@ CMAKE_FLAGS ?=
 # Debian packages the build, the tests and `make run` need.
 PACKAGES := cmake gcc make pkg-config liblua5.4-dev lua5.4 \
   libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev lua-cjson \
-  lua-busted lua-check curl
+  lua-busted lua-check curl lua-socket
 
 BUSTED := lua5.4 /usr/bin/busted
 

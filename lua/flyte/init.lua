@@ -87,6 +87,11 @@ end
 -- this to capture them.
 M._event_sink = nil
 
+-- A clock to use instead of the real one (plain lua5.4): flyte.testing sets
+-- this to a fake clock, an object with :sleep(seconds) -> boolean and
+-- :now() -> RFC 3339 text, so that an observe loop runs without waiting.
+M._clock = nil
+
 --- Sends an event on the pack's own. Returns true, or nil and a message.
 function M.send_event(event)
   local name = type(event) == "table" and event.event
@@ -95,7 +100,7 @@ function M.send_event(event)
       .. "definition or flyte.event), got " .. type(event), 2)
   end
   local ok, body = pcall(core.json_encode,
-    { event = name, payload = event.payload, createdAt = core.now() })
+    { event = name, payload = event.payload, createdAt = M.now() })
   if not ok then
     return nil, "flyte.send_event: the event cannot be encoded: " .. body
   end
@@ -111,11 +116,13 @@ function M.sleep(seconds)
     error("flyte.sleep: expected a non-negative number of seconds, got "
       .. (type(seconds) == "number" and tostring(seconds) or type(seconds)), 2)
   end
+  if M._clock then return M._clock:sleep(seconds) end
   return core.sleep(seconds)
 end
 
 --- The current time, RFC 3339 in UTC.
 function M.now()
+  if M._clock then return M._clock:now() end
   return core.now()
 end
 

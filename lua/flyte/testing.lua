@@ -9,6 +9,10 @@
 -- codec, errors and bad returns become the FATAL events the host would
 -- post, and the result is what the host would put on the wire.
 --
+-- pack:observe{ until_events = 3 } runs the pack's observe loop on a fake
+-- clock (testing.clock()): flyte.sleep returns at once, flyte.now tells
+-- the fake time, so a loop that ticks each minute runs in milliseconds.
+--
 -- For end-to-end specs, testing.api() starts the stand-in flyte-api and
 -- testing.host(path, settings) a real flyte-host process against it.
 
@@ -97,6 +101,198 @@ end
 --- The registration body the host would send, decoded.
 function Pack:registration(labels)
   return assert(core.json_decode((runner.describe(self.pack, labels))))
+end
+
+--- A fake clock -------------------------------------------------------------
+
+local Clock = {}
+Clock.__index = Clock
+
+local DEFAULT_START = "2026-01-01T00:00:00Z"
+
+-- Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+-- (Howard Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = y // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
+  return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+end
+
+--- Seconds since 1970-01-01T00:00:00Z of an RFC 3339 time (as flyte.now()
+-- gives), or nil when text is not one.
+function M.parse_time(text)
+  if type(text) ~= "string" then return nil end
+  local y, mo, d, h, mi, s, frac, zone = text:match(
+    "^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+  if not y or frac == "." then return nil end
+  local offset = 0
+  if zone ~= "Z" and zone ~= "z" then
+    local sign, oh, om = zone:match("^([+-])(%d%d):(%d%d)$")
+    if not sign then return nil end
+    offset = (tonumber(oh) * 60 + tonumber(om)) * 60
+    if sign == "-" then offset = -offset end
+  end
+  local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
+  local seconds = ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60
+    + tonumber(s) - offset
+  if frac ~= "" then return seconds + tonumber("0" .. frac) end
+  return seconds
+end
+
+--- A fake clock for flyte.sleep and flyte.now: once installed (clock:install()
+-- or pack:observe), flyte.sleep(s) returns at once and moves the clock s
+-- seconds on, and flyte.now() tells the clock's time. `start` is an RFC 3339
+-- time or seconds since the epoch (default 2026-01-01T00:00:00Z).
+function M.clock(start)
+  if start == nil then start = DEFAULT_START end
+  local t = type(start) == "string" and M.parse_time(start) or start
+  if math.type(t) == nil then
+    error("testing.clock: start must be an RFC 3339 time or a number of "
+      .. "seconds, got " .. tostring(start), 2)
+  end
+  return setmetatable({ start = t, time = t, sleeps = {}, stopping = false },
+    Clock)
+end
+
+--- Seconds since the epoch on this clock.
+function Clock:seconds()
+  return self.time
+end
+
+--- Seconds the clock has moved since it started.
+function Clock:elapsed()
+  return self.time - self.start
+end
+
+--- The clock's time, RFC 3339 in UTC with microseconds, as flyte.now().
+function Clock:now()
+  local micro = math.floor(self.time * 1e6 + 0.5)
+  return os.date("!%Y-%m-%dT%H:%M:%S", micro // 1000000)
+    .. string.format(".%06dZ", micro % 1000000)
+end
+
+--- Moves the clock on, as time passing without a sleep.
+function Clock:advance(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("clock:advance: expected a non-negative number of seconds, got "
+      .. tostring(seconds), 2)
+  end
+  self.time = self.time + seconds
+end
+
+--- What flyte.sleep does on this clock: false at once once the clock is
+-- stopping (as when the host stops), else moves on and returns true. Each
+-- call is recorded in clock.sleeps.
+function Clock:sleep(seconds)
+  self.sleeps[#self.sleeps + 1] = seconds
+  if self.stopping then return false end
+  self.time = self.time + seconds
+  return true
+end
+
+--- From now on flyte.sleep returns false, as when the host stops.
+function Clock:stop()
+  self.stopping = true
+end
+
+--- Makes flyte.sleep and flyte.now use this clock until clock:remove().
+function Clock:install()
+  flyte._clock = self
+  return self
+end
+
+function Clock:remove()
+  if flyte._clock == self then flyte._clock = nil end
+end
+
+--- Runs the pack's observe function on a fake clock, so that flyte.sleep
+-- returns at once, and returns the events it sent (as sent_events) and the
+-- clock. opts (all optional):
+--   until_events  once this many events are sent, flyte.sleep returns false
+--                 (as when the host stops) so that the loop ends
+--   clock         a testing.clock() to run on (default: a new one)
+--   max_sleeps    raise after this many flyte.sleep calls (default 10000)
+--   timeout       raise after this many seconds of real time (default 5)
+-- Raises when observe raises, or when it goes on after flyte.sleep returned
+-- false, or past max_sleeps or timeout.
+function Pack:observe(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("observe: expected a table of options, got " .. type(opts), 2)
+  end
+  if type(self.pack.observe) ~= "function" then
+    error("observe: " .. self.path .. " has no observe function", 2)
+  end
+  for _, name in ipairs { "until_events", "max_sleeps" } do
+    local v = opts[name]
+    if v ~= nil and (math.type(v) ~= "integer" or v < 0) then
+      error("observe: " .. name .. " must be a whole number, got "
+        .. tostring(v), 2)
+    end
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number"
+      or opts.timeout ~= opts.timeout or opts.timeout <= 0) then
+    error("observe: timeout must be a positive number of seconds, got "
+      .. tostring(opts.timeout), 2)
+  end
+  local clock = opts.clock or M.clock()
+  local until_events = opts.until_events
+  local max_sleeps, timeout = opts.max_sleeps or 10000, opts.timeout or 5
+  local sent = {}
+  if until_events == 0 then clock:stop() end
+  local problem, false_sleeps = nil, 0
+
+  local function stop(why)
+    problem = problem or why
+    clock:stop()
+    error(problem, 0)
+  end
+  local fake = setmetatable({}, { __index = clock })
+  function fake.sleep(_, seconds)
+    local n = #clock.sleeps + 1
+    if n > max_sleeps then
+      stop("observe: still running after " .. max_sleeps .. " calls of "
+        .. "flyte.sleep, with " .. #sent .. " event(s) sent")
+    end
+    local ok = clock:sleep(seconds)
+    if not ok then
+      false_sleeps = false_sleeps + 1
+      if false_sleeps > 10 then
+        stop("observe: still running after flyte.sleep returned false 10 "
+          .. "times (the host is stopping: end the loop when it does)")
+      end
+    end
+    return ok
+  end
+  function fake.now() return clock:now() end
+
+  local saved_clock, saved_sink = flyte._clock, flyte._event_sink
+  flyte._clock = fake
+  flyte._event_sink = function(event)
+    local e = { event = event.event, payload = event.payload }
+    sent[#sent + 1] = e
+    self.events[#self.events + 1] = e
+    if until_events and #sent >= until_events then clock:stop() end
+    return true
+  end
+  local deadline = core.monotime() + timeout
+  local hook, mask, count = debug.gethook()
+  debug.sethook(function()
+    if core.monotime() > deadline then
+      stop("observe: still running after " .. timeout .. " s of real time, "
+        .. "with " .. #sent .. " event(s) sent")
+    end
+  end, "", 1000)
+  local ok, err = pcall(self.pack.observe)
+  debug.sethook(hook, mask, count)
+  flyte._clock, flyte._event_sink = saved_clock, saved_sink
+  if problem then error(problem, 2) end
+  if not ok then
+    error("observe raised an error: " .. tostring(err), 2)
+  end
+  return sent, clock
 end
 
 --- Processes -----------------------------------------------------------------
