@@ -212,15 +212,19 @@ static int core_http_request(lua_State *L) {
   luaL_argcheck(L, n < 200, 3, "too many headers");
   const char *lines[201];
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 3, i);
-    lines[i - 1] = luaL_checkstring(L, -1); /* stays in the table */
+    /* only a string already in the table stays valid once popped */
+    if (lua_rawgeti(L, 3, i) != LUA_TSTRING)
+      return luaL_argerror(L, 3, "header lines must be strings");
+    lines[i - 1] = lua_tostring(L, -1);
     lua_pop(L, 1);
   }
   lines[n] = NULL;
 
   flyte_http *h = http_client(L);
-  flyte_http_req req = {method, url, body, body_len, lines,
-                        (long)(timeout * 1000), 0, 1};
+  /* never 0 ms, which would mean the client's default */
+  long timeout_ms = timeout > 0 ? (long)(timeout * 1000) : 0;
+  if (timeout > 0 && timeout_ms < 1) timeout_ms = 1;
+  flyte_http_req req = {method, url, body, body_len, lines, timeout_ms, 0, 1};
   flyte_http_resp resp;
   if (flyte_http_request(h, &req, &resp) != 0) {
     luaL_pushfail(L);

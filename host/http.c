@@ -207,11 +207,15 @@ int flyte_http_request(flyte_http *h, const flyte_http_req *req,
       (cc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout)) != CURLE_OK ||
       (cc = curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L)) != CURLE_OK)
     goto setopt_failed;
-  if (get || head) {
+  int post = strcmp(req->method, "POST") == 0;
+  if (get || head || (req->body == NULL && !post)) {
+    /* no body: no POST semantics (DELETE sends no Content-Type); a POST
+     * always says Content-Length, which some proxies insist on */
     if ((cc = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L)) != CURLE_OK ||
         (cc = curl_easy_setopt(c, CURLOPT_NOBODY, head ? 1L : 0L)) !=
             CURLE_OK ||
-        (cc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL)) != CURLE_OK)
+        (cc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST,
+                               get || head ? NULL : req->method)) != CURLE_OK)
       goto setopt_failed;
   } else {
     /* POST semantics carry the body; other methods rename the request */
@@ -223,7 +227,7 @@ int flyte_http_request(flyte_http *h, const flyte_http_req *req,
                                req->body ? req->body : "")) != CURLE_OK ||
         (cc = curl_easy_setopt(
              c, CURLOPT_CUSTOMREQUEST,
-             strcmp(req->method, "POST") == 0 ? NULL : req->method)) !=
+             post ? NULL : req->method)) !=
             CURLE_OK)
       goto setopt_failed;
   }
