@@ -16,9 +16,12 @@
 #include "outbox.h"
 
 /* Waits until this worker should take; returns a copy of the take URL
- * (caller frees), or NULL when the host is stopping. */
-static char *wait_turn(flyte_host *h) {
+ * (caller frees), or NULL when the host is stopping. *leading is set when
+ * this worker polls for the idle pool: it stays the leader, so no other
+ * worker polls, until after_take has the answer. */
+static char *wait_turn(flyte_host *h, int *leading) {
   char *url = NULL;
+  *leading = 0;
   pthread_mutex_lock(&h->mu);
   for (;;) {
     if (atomic_load(&h->stopping)) break;
@@ -38,13 +41,14 @@ static char *wait_turn(flyte_host *h) {
     while (!atomic_load(&h->stopping) && h->registered && !h->hot &&
            h->gen->info.ncommands > 0 && flyte_monotime() < h->next_poll)
       flyte_host_wait(h, h->next_poll);
-    h->leader = 0;
-    pthread_cond_broadcast(&h->cond);
     if (!atomic_load(&h->stopping) && h->registered &&
         h->gen->info.ncommands > 0) {
       url = strdup(h->api_pack.take_url);
+      *leading = 1;
       break;
     }
+    h->leader = 0;
+    pthread_cond_broadcast(&h->cond);
   }
   pthread_mutex_unlock(&h->mu);
   return url;
@@ -52,9 +56,14 @@ static char *wait_turn(flyte_host *h) {
 
 #define DENIED_BACKOFF_CAP 60.0
 
-static void after_take(flyte_host *h, flyte_take_result r, const char *err) {
+static void after_take(flyte_host *h, flyte_take_result r, const char *err,
+                       int leading) {
   pthread_mutex_lock(&h->mu);
   double wait = h->cfg->poll_interval;
+  if (leading) {
+    h->leader = 0; /* the answer is in: another worker may lead */
+    pthread_cond_broadcast(&h->cond);
+  }
   switch (r) {
   case FLYTE_TAKE_ACTION:
     h->denied = 0;
@@ -240,11 +249,12 @@ void *flyte_worker_main(void *arg) {
   flyte_pack *pack = http ? first_state(h, &mine) : NULL;
   if (http == NULL || pack == NULL) goto cleanup;
   char *url;
-  while ((url = wait_turn(h)) != NULL) {
+  int leading;
+  while ((url = wait_turn(h, &leading)) != NULL) {
     flyte_action a;
     flyte_take_result r = flyte_api_take(http, url, &a, err, sizeof err);
     free(url);
-    after_take(h, r, err);
+    after_take(h, r, err, leading);
     if (r == FLYTE_TAKE_ACTION) {
       handle(w, &mine, &pack, http, &a);
       flyte_action_free(&a);

@@ -107,3 +107,22 @@ describe("an API that refuses the token", function()
     api:stop()
   end)
 end)
+
+describe("an idle host", function()
+  it("polls once per poll interval, not once per worker", function()
+    local api = testing.api()
+    local host = testing.host("spec/fixtures/host/cases.lua", api,
+      { FLYTE_WORKERS = 4, FLYTE_POLL_INTERVAL = "0.5" })
+    api:wait_registration()
+    local core = require("flyte.core")
+    local t0, takes0 = core.monotime(), api:state().requests.take
+    -- wait until at least 4 more takes happened, then compare with the time
+    testing.wait(function() return api:state().requests.take >= takes0 + 4 end, 10,
+      "four more polls")
+    local elapsed = core.monotime() - t0
+    -- four workers each polling would make 4 takes within one interval
+    assert.is_true(elapsed > 1.4, string.format("4 takes in %.2f s", elapsed))
+    host:stop()
+    api:stop()
+  end)
+end)
