@@ -3,6 +3,8 @@
 #
 #   make run     the Jira example pack against the embedded stand-in API
 #   make test    the C tests (ctest), every busted spec and luacheck
+#   make sanitize  the same tests on an ASan+UBSan build (build-sanitize)
+#   make fuzz    each libFuzzer target for FUZZ_SECONDS (build-fuzz, clang)
 #   make bench   (see README) figures, not a pass/fail test
 
 BUILD_DIR  ?= build
@@ -14,9 +16,20 @@ PACKAGES := cmake gcc make pkg-config liblua5.4-dev lua5.4 \
   libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev lua-cjson \
   lua-busted lua-check curl lua-socket
 
+# What `make fuzz` needs on top: clang and its libFuzzer runtime.
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+
 BUSTED := lua5.4 /usr/bin/busted
 
-.PHONY: all deps configure build run test ctest spec lint clean sanitize
+# What `make bench` needs on top: wrk (the stand-in's own capacity) and
+# strace (idle wake-ups). Kept apart so that `make test` does not need them.
+BENCH_PACKAGES := wrk strace
+BENCH_DIR := build-release
+
+# Extra environment for the specs.
+SPEC_ENV ?=
+
+.PHONY: all deps configure build run test ctest spec lint clean sanitize fuzz
 
 all: build
 
@@ -47,17 +60,91 @@ run: build
 ctest: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
-spec: build
-	FLYTE_HOST_BIN=$(abspath $(BUILD_DIR))/flyte-host $(BUSTED)
+# What the browser spec (spec/host/devpage_spec.lua) needs on top: Debian's
+# chromium, and playwright-core from spec/browser/package-lock.json (npm ci,
+# once). node and npm come with the machine; without them that spec is
+# pending and says so.
+BROWSER_PACKAGES := chromium
+PLAYWRIGHT := spec/browser/node_modules/playwright-core/package.json
+
+.PHONY: browser-deps
+browser-deps:
+	@$(MAKE) --no-print-directory deps \
+	  PACKAGES="$(PACKAGES) $(BROWSER_PACKAGES)"
+	@if [ ! -f $(PLAYWRIGHT) ]; then \
+	  if command -v npm >/dev/null 2>&1; then \
+	    echo "npm ci in spec/browser"; \
+	    cd spec/browser && npm ci --no-audit --no-fund; \
+	  else \
+	    echo "npm not found: the browser spec will be pending"; \
+	  fi; \
+	fi
+
+spec: build browser-deps
+	FLYTE_HOST_BIN=$(abspath $(BUILD_DIR))/flyte-host $(SPEC_ENV) \
+	  $(BUSTED) --cpath='$(BUILD_DIR)/?.so'
 
 lint: deps
 	luacheck lua packs spec
 
 test: ctest spec lint
 
+# The specs, and any lua5.4 they start, run under a lua5.4 linked with the
+# ASan runtime, so that it can load the sanitized flyte/core.so
+# (host/test/lua_sanitized.c). The specs send flyte-host's output to
+# temporary files, so every sanitized process writes its reports to
+# build-sanitize/sanitizer/: any report there is a failure. Leak checks are
+# on; a UBSan finding stops the program.
+SAN_DIR := build-sanitize
+SAN_LOGS := $(abspath $(SAN_DIR))/sanitizer
+
 sanitize:
-	$(MAKE) test BUILD_DIR=build-sanitize BUILD_TYPE=Debug \
-	  CMAKE_FLAGS=-DFLYTE_SANITIZE=ON
+	rm -rf $(SAN_LOGS) && mkdir -p $(SAN_LOGS)
+	@$(MAKE) test BUILD_DIR=$(SAN_DIR) BUILD_TYPE=Debug \
+	  CMAKE_FLAGS=-DFLYTE_SANITIZE=ON \
+	  SPEC_ENV="PATH=$(abspath $(SAN_DIR))/lua-bin:$$PATH \
+	    ASAN_OPTIONS=log_path=$(SAN_LOGS)/asan \
+	    UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOGS)/ubsan"; \
+	rc=$$?; \
+	for f in $(SAN_LOGS)/*; do \
+	  [ -f "$$f" ] || continue; echo "--- $$f"; cat "$$f"; rc=1; \
+	done; \
+	exit $$rc
+
+# Each fuzzer runs on its corpus in host/fuzz/corpus, read only; what it
+# finds goes to build-fuzz/corpus, and a crashing input to build-fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZERS := json api
+
+fuzz:
+	@$(MAKE) deps PACKAGES="$(PACKAGES) $(FUZZ_PACKAGES)"
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLYTE_FUZZ=ON
+	cmake --build build-fuzz -j 2 --target $(FUZZERS:%=fuzz_%)
+	@rc=0; for f in $(FUZZERS); do \
+	  mkdir -p build-fuzz/corpus/$$f; \
+	  echo "fuzz_$$f: $(FUZZ_SECONDS) s"; \
+	  ./build-fuzz/host/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -dict=host/fuzz/$$f.dict -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/fuzz_$$f- \
+	    build-fuzz/corpus/$$f host/fuzz/corpus/$$f \
+	    >build-fuzz/fuzz_$$f.log 2>&1 \
+	    || { rc=1; tail -n 60 build-fuzz/fuzz_$$f.log; }; \
+	  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units)' \
+	    build-fuzz/fuzz_$$f.log || true; \
+	done; exit $$rc
+
+.PHONY: bench bench-deps
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps PACKAGES="$(PACKAGES) $(BENCH_PACKAGES)"
+
+# A Release build of its own, then bench/bench.lua: prints a table and
+# writes $(BENCH_DIR)/bench.json.
+bench: bench-deps
+	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BENCH_DIR) -j 2
+	FLYTE_HOST_BIN=$(BENCH_DIR)/flyte-host lua5.4 bench/bench.lua
 
 clean:
-	rm -rf $(BUILD_DIR) build-sanitize
+	rm -rf $(BUILD_DIR) build-sanitize build-fuzz

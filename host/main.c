@@ -307,13 +307,14 @@ static int cmd_dev(flyte_config *c) {
   fprintf(stderr,
           "\nflyte-host dev: a stand-in flyte-api on %s (no Flyte server "
           "needed).\n"
-          "Send an action to the pack:\n"
+          "Open %s/ in a browser to send actions and see results.\n"
+          "Or send an action to the pack:\n"
           "  curl -s -X POST %s/dev/actions -d '{\"command\": \"%s\", "
           "\"input\": {}}'\n"
           "See everything that arrived:\n"
           "  curl -s %s/dev/state\n"
           "Stop with Ctrl-C.\n\n",
-          api, api, command, api);
+          api, api, api, command, api);
   free(command);
 
   pthread_t sender;
@@ -341,7 +342,7 @@ static int cmd_dev(flyte_config *c) {
 /* ---- test -------------------------------------------------------------- */
 
 static int cmd_test(int argc, char **argv) {
-  char path[4096], cpath[4096], self[4096];
+  char path[8400], cpath[8400], self[4096];
   const char *lua_dir = flyte_lua_dir();
   const char *old = getenv("LUA_PATH");
   snprintf(path, sizeof path, "%s/?.lua;%s/?/init.lua;./?.lua;./?/init.lua;%s",

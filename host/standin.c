@@ -4,9 +4,12 @@
  * the packs, actions, events and counters. The API paths follow
  * flyte-api.md (and flyte-api's handlers); /dev/ paths queue actions,
  * show what arrived, and inject faults: a spec can make chosen API requests
- * fail, hang or come back garbled (POST /dev/faults).
+ * fail, hang or come back garbled (POST /dev/faults). GET / serves the dev
+ * page (host/devpage.html, built in), which reads GET /dev/watch.
  */
 #include "standin.h"
+
+#include "devpage.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +28,8 @@
 #define MAX_BODY (8u << 20)
 #define JSON_TYPE "application/json"
 #define MAX_FAULT_DELAY 30.0 /* seconds a connection thread may be held */
+#define WATCH_WAIT 20.0 /* seconds GET /dev/watch waits for a change */
+#define WATCH_LIMIT 100 /* newest actions and events GET /dev/watch shows */
 
 enum { ST_NEW, ST_PENDING, ST_DONE };
 static const char *const STATE_NAME[] = {"NEW", "PENDING", "DONE"};
@@ -113,7 +118,9 @@ struct flyte_standin {
   fault_rec *faults; /* in the order asked for */
   size_t nfaults, faults_cap;
   long faults_served;
+  long revision; /* bumped by every change /dev/watch shows; never reset */
   pthread_cond_t wake; /* ends fault delays when the stand-in stops */
+  pthread_cond_t changed; /* broadcast with each new revision, and on stop */
   int stopping;
 };
 
@@ -444,6 +451,24 @@ static double monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The CLOCK_MONOTONIC time `seconds` from now, for pthread_cond_timedwait
+ * on the stand-in's condition variables. */
+static void deadline_in(double seconds, struct timespec *until) {
+  clock_gettime(CLOCK_MONOTONIC, until);
+  until->tv_sec += (time_t)seconds;
+  until->tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+}
+
+/* Something /dev/watch shows has changed; call with the lock held. */
+static void touch_locked(flyte_standin *s) {
+  s->revision++;
+  pthread_cond_broadcast(&s->changed);
+}
+
 /* Queues an action; call with the lock held. input is borrowed and copied
  * (NULL: absent); pack_id NULL means the pack registered last. Returns the
  * action (valid until the lock is released), or NULL with *status, *msg. */
@@ -476,6 +501,7 @@ static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
   a->state = ST_NEW;
   a->t_queued = monotonic();
   s->nactions++;
+  touch_locked(s);
   return a;
 oom:
   *status = 500;
@@ -587,6 +613,7 @@ static void api_register(flyte_standin *s, const request *rq, reply *out) {
     p->registrations++;
     clock_gettime(CLOCK_REALTIME, &p->last_seen);
     s->last_pack = p - s->packs;
+    touch_locked(s);
     out->body = pack_echo(rq->base, p);
     out->note_pack = strdup(p->id);
   }
@@ -638,6 +665,7 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
       a->state = ST_PENDING;
       a->t_taken = monotonic();
       s->counts[C_TAKE_ACTION]++;
+      touch_locked(s);
     }
   }
   pthread_mutex_unlock(&s->lock);
@@ -686,7 +714,10 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
       a->t_done = monotonic();
       out->status = 202;
     }
-    if (a != NULL) a->results++;
+    if (a != NULL) {
+      a->results++;
+      touch_locked(s);
+    }
   } else {
     arr = grow(s->events, &s->events_cap, s->nevents, sizeof *arr);
     if (arr != NULL) s->events = arr;
@@ -696,6 +727,7 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
       arr[s->nevents++].body = copy;
       copy = NULL;
       out->status = 202;
+      touch_locked(s);
     }
   }
   pthread_mutex_unlock(&s->lock);
@@ -768,13 +800,7 @@ static int next_fault_locked(flyte_standin *s, route_kind k, fault_rec *f) {
  * stops (so that stopping never waits out a delay). */
 static void fault_sleep(flyte_standin *s, double seconds) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += (time_t)seconds;
-  until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  deadline_in(seconds, &until);
   pthread_mutex_lock(&s->lock);
   while (!s->stopping &&
          pthread_cond_timedwait(&s->wake, &s->lock, &until) == 0)
@@ -1053,16 +1079,13 @@ cleanup:
   json_decref(body);
 }
 
-/* Everything the stand-in holds; call with the lock held. */
-static json_t *state_json(flyte_standin *s) {
-  json_t *packs = json_array(), *actions = json_array();
-  json_t *events = json_array(), *counts = json_object();
+/* The packs as /dev/state shows them; call with the lock held. NULL when
+ * out of memory. */
+static json_t *packs_json(const flyte_standin *s) {
+  json_t *packs = json_array();
   char when[48];
-  size_t i;
-  long pending = 0;
   int rc = 0;
-  for (i = 0; i < s->nfaults; i++) pending += s->faults[i].count;
-  for (i = 0; i < s->npacks; i++) {
+  for (size_t i = 0; packs != NULL && i < s->npacks; i++) {
     const pack_rec *p = &s->packs[i];
     format_time(&p->last_seen, when);
     rc |= json_array_append_new(packs, json_pack("{s:s, s:o, s:I, s:s}",
@@ -1070,11 +1093,50 @@ static json_t *state_json(flyte_standin *s) {
         "registrations",
         (json_int_t)p->registrations, "lastSeen", when));
   }
-  for (i = 0; i < s->nactions; i++)
+  if (rc != 0) {
+    json_decref(packs);
+    return NULL;
+  }
+  return packs;
+}
+
+/* The actions from index `from` on, as /dev/state shows them; call with the
+ * lock held. NULL when out of memory. */
+static json_t *actions_json(const flyte_standin *s, size_t from) {
+  json_t *actions = json_array();
+  int rc = 0;
+  for (size_t i = from; actions != NULL && i < s->nactions; i++)
     rc |= json_array_append_new(actions, action_json(&s->actions[i]));
-  for (i = 0; i < s->nevents; i++)
+  if (rc != 0) {
+    json_decref(actions);
+    return NULL;
+  }
+  return actions;
+}
+
+/* The events from index `from` on, as {"pack", "body"}; call with the lock
+ * held. NULL when out of memory. */
+static json_t *events_json(const flyte_standin *s, size_t from) {
+  json_t *events = json_array();
+  int rc = 0;
+  for (size_t i = from; events != NULL && i < s->nevents; i++)
     rc |= json_array_append_new(events, json_pack("{s:s, s:o}",
         "pack", s->events[i].pack, "body", json_deep_copy(s->events[i].body)));
+  if (rc != 0) {
+    json_decref(events);
+    return NULL;
+  }
+  return events;
+}
+
+/* Everything the stand-in holds; call with the lock held. */
+static json_t *state_json(flyte_standin *s) {
+  json_t *packs = packs_json(s), *actions = actions_json(s, 0);
+  json_t *events = events_json(s, 0), *counts = json_object();
+  size_t i;
+  long pending = 0;
+  int rc = packs == NULL || actions == NULL || events == NULL;
+  for (i = 0; i < s->nfaults; i++) pending += s->faults[i].count;
   for (i = 0; i < C_COUNT; i++)
     rc |= json_object_set_new(counts, COUNTER_NAME[i],
                               json_integer(s->counts[i]));
@@ -1091,6 +1153,57 @@ static json_t *state_json(flyte_standin *s) {
                    "authorization", s->authorization, "faults_served",
                    (json_int_t)s->faults_served, "faults_pending",
                    (json_int_t)pending);
+}
+
+/* What the dev page shows: the revision, the packs, and the newest
+ * WATCH_LIMIT actions and events (oldest first, as in /dev/state) with
+ * their totals; call with the lock held. NULL when out of memory. */
+static json_t *watch_json(flyte_standin *s) {
+  size_t na = s->nactions > WATCH_LIMIT ? s->nactions - WATCH_LIMIT : 0;
+  size_t ne = s->nevents > WATCH_LIMIT ? s->nevents - WATCH_LIMIT : 0;
+  json_t *packs = packs_json(s), *actions = actions_json(s, na);
+  json_t *events = events_json(s, ne);
+  if (packs == NULL || actions == NULL || events == NULL) {
+    json_decref(packs);
+    json_decref(actions);
+    json_decref(events);
+    return NULL;
+  }
+  return json_pack("{s:I, s:o, s:o, s:o, s:I, s:I}", "revision",
+                   (json_int_t)s->revision, "packs", packs, "actions",
+                   actions, "events", events, "total_actions",
+                   (json_int_t)s->nactions, "total_events",
+                   (json_int_t)s->nevents);
+}
+
+/* GET /dev/watch[?since=R]: watch_json at once without `since`; with it,
+ * once the revision is no longer R, or as it is after WATCH_WAIT seconds
+ * (a long poll: the page asks again with the revision it got). */
+static void dev_watch(flyte_standin *s, const request *rq, reply *out) {
+  const char *since = MHD_lookup_connection_value(rq->conn,
+      MHD_GET_ARGUMENT_KIND, "since");
+  struct timespec until;
+  char *end;
+  long seen = -1;
+  if (since != NULL) {
+    errno = 0;
+    seen = strtol(since, &end, 10);
+    if (*since == '\0' || *end != '\0' || errno != 0 || seen < 0) {
+      fail(out, 400, "since must be a revision number");
+      return;
+    }
+  }
+  deadline_in(WATCH_WAIT, &until);
+  pthread_mutex_lock(&s->lock);
+  while (s->revision == seen && !s->stopping &&
+         pthread_cond_timedwait(&s->changed, &s->lock, &until) == 0)
+    continue;
+  out->body = watch_json(s);
+  pthread_mutex_unlock(&s->lock);
+  if (out->body == NULL)
+    fail(out, 500, "out of memory");
+  else
+    out->status = 200;
 }
 
 /* True when method is want; else sets a 405. */
@@ -1131,18 +1244,14 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
   } else if (strcmp(url, "/dev/events") == 0) {
     if (!method_is(method, "GET", out)) return;
     pthread_mutex_lock(&s->lock);
-    out->body = json_array();
-    for (size_t i = 0; out->body && i < s->nevents; i++)
-      if (json_array_append_new(out->body,
-                                json_pack("{s:s, s:o}", "pack",
-                                          s->events[i].pack, "body",
-                                          json_deep_copy(s->events[i].body))))
-        break;
+    out->body = events_json(s, 0);
     pthread_mutex_unlock(&s->lock);
     if (out->body == NULL)
       fail(out, 500, "out of memory");
     else
       out->status = 200;
+  } else if (strcmp(url, "/dev/watch") == 0) {
+    if (method_is(method, "GET", out)) dev_watch(s, rq, out);
   } else if (strcmp(url, "/dev/state") == 0) {
     if (!method_is(method, "GET", out)) return;
     pthread_mutex_lock(&s->lock);
@@ -1170,6 +1279,7 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
     if (!method_is(method, "POST", out)) return;
     pthread_mutex_lock(&s->lock);
     clear_state(s);
+    touch_locked(s);
     pthread_mutex_unlock(&s->lock);
     out->status = 204;
   } else {
@@ -1223,6 +1333,29 @@ cleanup:
   return ret;
 }
 
+/* GET / and /index.html: the dev page, from the binary. The policy keeps
+ * it to its own inline script and style, and to this origin. */
+static enum MHD_Result serve_page(struct MHD_Connection *conn) {
+  static const char POLICY[] = "default-src 'none'; script-src "
+      "'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+      "img-src data:; base-uri 'none'; form-action 'none'";
+  struct MHD_Response *resp = MHD_create_response_from_buffer(
+      flyte_devpage_len, (void *)flyte_devpage, MHD_RESPMEM_PERSISTENT);
+  enum MHD_Result ret = MHD_NO;
+  if (resp == NULL) return MHD_NO;
+  if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                              "text/html; charset=utf-8") == MHD_YES &&
+      MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+                              "no-store") == MHD_YES &&
+      MHD_add_response_header(resp, "Content-Security-Policy", POLICY) ==
+          MHD_YES &&
+      MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") ==
+          MHD_YES)
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+  MHD_destroy_response(resp);
+  return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload,
@@ -1267,6 +1400,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   b->replied = 1;
   if (b->too_big) {
     fail(&out, 413, "request body over 8 MiB");
+    return finish(s, conn, &out);
+  }
+  if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0) {
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+      return serve_page(conn);
+    fail(&out, 405, "method not allowed");
+    out.allow = "GET, HEAD";
     return finish(s, conn, &out);
   }
   host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -1344,6 +1484,7 @@ flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&s->wake, &ca);
+  pthread_cond_init(&s->changed, &ca);
   pthread_condattr_destroy(&ca);
   s->daemon = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
@@ -1356,6 +1497,7 @@ flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
     snprintf(err, errlen, "standin: cannot listen on %s:%d", host,
              opts->port);
     pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->changed);
     pthread_mutex_destroy(&s->lock);
     goto fail;
   }
@@ -1418,10 +1560,12 @@ void flyte_standin_stop(flyte_standin *s) {
   pthread_mutex_lock(&s->lock);
   s->stopping = 1;
   pthread_cond_broadcast(&s->wake);
+  pthread_cond_broadcast(&s->changed);
   pthread_mutex_unlock(&s->lock);
   MHD_stop_daemon(s->daemon);
   clear_state(s);
   pthread_cond_destroy(&s->wake);
+  pthread_cond_destroy(&s->changed);
   pthread_mutex_destroy(&s->lock);
   free(s->jwt);
   free(s);

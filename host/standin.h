@@ -4,7 +4,8 @@
  * letter (absolute links built from the Host header, rels that are
  * documentation URLs, the same status codes), keeps everything in memory,
  * and adds a few /dev/ endpoints to enqueue actions, read what arrived and
- * inject faults into chosen API requests.
+ * inject faults into chosen API requests, and a web page at / that shows
+ * them (host/devpage.html).
  * Used by `flyte-host dev`, `flyte-host standin` and the end-to-end specs.
  */
 #ifndef FLYTE_STANDIN_H
