@@ -2,7 +2,7 @@
  *
  * Layout: DIR/slot-N/lock (flock'ed by the host using the slot) and
  * DIR/slot-N/<seq>-<a|e>.json entries. An entry is written to a temporary
- * file, fsync'ed, then renamed over its name, so a crash leaves either the
+ * file, fdatasync.ed, then renamed over its name, so a crash leaves either the
  * old entry or the new one, never half of one.
  */
 #include "outbox.h"
@@ -120,7 +120,7 @@ static int write_entry(flyte_outbox *o, const char *name, json_t *json,
     if (w <= 0) break;
     done += (size_t)w;
   }
-  if (fd < 0 || done < len || fsync(fd) != 0 || close(fd) != 0) {
+  if (fd < 0 || done < len || fdatasync(fd) != 0 || close(fd) != 0) {
     snprintf(err, errlen, "cannot write %s: %s", tmp_path, strerror(errno));
     if (fd >= 0) close(fd);
     unlink(tmp_path);
