@@ -2,8 +2,8 @@
  *
  * Layout: DIR/slot-N/lock (flock'ed by the host using the slot) and
  * DIR/slot-N/<seq>-<a|e>.json entries. An entry is written to a temporary
- * file, fdatasync.ed, then renamed over its name, so a crash leaves either the
- * old entry or the new one, never half of one.
+ * file, flushed with fdatasync, then renamed over its name, so a crash leaves
+ * either the old entry or the new one, never half of one.
  */
 #include "outbox.h"
 
