@@ -19,7 +19,10 @@
 #include "log.h"
 #include "state.h"
 
+/* Registry keys: the state's HTTP client, and its metatable (two keys: one
+ * slot holding both would make the client fail its own __gc check). */
 #define HTTP_CLIENT_KEY "flyte.http_client"
+#define HTTP_CLIENT_MT "flyte.http_client_mt"
 
 /* ---- JSON ---------------------------------------------------------------- */
 
@@ -160,7 +163,7 @@ typedef struct {
 } http_box;
 
 static int http_box_gc(lua_State *L) {
-  http_box *box = luaL_checkudata(L, 1, HTTP_CLIENT_KEY);
+  http_box *box = luaL_checkudata(L, 1, HTTP_CLIENT_MT);
   flyte_http_free(box->http);
   box->http = NULL;
   return 0;
@@ -177,7 +180,7 @@ static flyte_http *http_client(lua_State *L) {
   lua_pop(L, 1);
   http_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->http = NULL;
-  if (luaL_newmetatable(L, HTTP_CLIENT_KEY)) {
+  if (luaL_newmetatable(L, HTTP_CLIENT_MT)) {
     lua_pushcfunction(L, http_box_gc);
     lua_setfield(L, -2, "__gc");
   }

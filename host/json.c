@@ -229,7 +229,8 @@ static int put_array(encoder *e, int idx, lua_Integer n) {
 
 static int put_object(encoder *e, int idx, key *keys, size_t n) {
   lua_State *L = e->L;
-  qsort(keys, n, sizeof *keys, compare_keys);
+  /* keys is NULL for {}: qsort must not see it */
+  if (n > 1) qsort(keys, n, sizeof *keys, compare_keys);
   if (PUTS(e, "{")) return -1;
   for (size_t i = 0; i < n; i++) {
     if (i > 0 && PUTS(e, ",")) return -1;
