@@ -91,10 +91,11 @@ test: ctest spec lint
 
 # The specs, and any lua5.4 they start, run under a lua5.4 linked with the
 # ASan runtime, so that it can load the sanitized flyte/core.so
-# (host/test/lua_sanitized.c). The specs send flyte-host's output to
-# temporary files, so every sanitized process writes its reports to
-# build-sanitize/sanitizer/: any report there is a failure. Leak checks are
-# on; a UBSan finding stops the program.
+# (host/test/lua_sanitized.c). The specs keep flyte-host's output in
+# temporary files, so sanitizer reports go to build-sanitize/sanitizer/
+# (log_path) and any report there is a failure; the rest (UBSan's in
+# flyte/core.so, the C tests') show in the output. Leak checks are on, and
+# a UBSan finding stops the program.
 SAN_DIR := build-sanitize
 SAN_LOGS := $(abspath $(SAN_DIR))/sanitizer
 
@@ -114,6 +115,7 @@ sanitize:
 # Each fuzzer runs on its corpus in host/fuzz/corpus, read only; what it
 # finds goes to build-fuzz/corpus, and a crashing input to build-fuzz/.
 FUZZ_SECONDS ?= 60
+FUZZ_FLAGS ?=
 FUZZERS := json api
 
 fuzz:
@@ -125,12 +127,12 @@ fuzz:
 	  mkdir -p build-fuzz/corpus/$$f; \
 	  echo "fuzz_$$f: $(FUZZ_SECONDS) s"; \
 	  ./build-fuzz/host/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) \
-	    -timeout=10 -dict=host/fuzz/$$f.dict -print_final_stats=1 \
+	    -timeout=10 -dict=host/fuzz/$$f.dict -print_final_stats=1 $(FUZZ_FLAGS) \
 	    -artifact_prefix=build-fuzz/fuzz_$$f- \
 	    build-fuzz/corpus/$$f host/fuzz/corpus/$$f \
 	    >build-fuzz/fuzz_$$f.log 2>&1 \
 	    || { rc=1; tail -n 60 build-fuzz/fuzz_$$f.log; }; \
-	  grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units)' \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' \
 	    build-fuzz/fuzz_$$f.log || true; \
 	done; exit $$rc
 

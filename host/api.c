@@ -35,13 +35,13 @@ static void excerpt(char *dst, size_t n, const char *body, size_t len) {
 }
 
 /* Parses a JSON object body; NULL with a message when it is not one. */
-static json_t *parse_object(const flyte_http_resp *r, const char *what,
+static json_t *parse_object(const char *text, size_t len, const char *what,
                             char *err, size_t errlen) {
   json_error_t je;
-  json_t *j = json_loadb(r->body, r->body_len, 0, &je);
+  json_t *j = json_loadb(text, len, 0, &je);
   if (j == NULL || !json_is_object(j)) {
     char body[201];
-    excerpt(body, sizeof body, r->body, r->body_len);
+    excerpt(body, sizeof body, text, len);
     snprintf(err, errlen, "%s: response is not a JSON object (%s): '%s'",
              what, j ? "another JSON value" : je.text, body);
     json_decref(j);
@@ -50,11 +50,11 @@ static json_t *parse_object(const flyte_http_resp *r, const char *what,
   return j;
 }
 
-static int status_error(const flyte_http_resp *r, const char *what, char *err,
-                        size_t errlen) {
+static int status_error(long status, const char *text, size_t len,
+                        const char *what, char *err, size_t errlen) {
   char body[201];
-  excerpt(body, sizeof body, r->body, r->body_len);
-  snprintf(err, errlen, "%s: HTTP %ld%s%s", what, r->status,
+  excerpt(body, sizeof body, text, len);
+  snprintf(err, errlen, "%s: HTTP %ld%s%s", what, status,
            body[0] ? ": " : "", body);
   return -1;
 }
@@ -75,22 +75,13 @@ static char *dup_link(const json_t *links, const char *suffix) {
   return href ? strdup(href) : NULL;
 }
 
-int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
-                       char *err, size_t errlen) {
-  flyte_http_resp r;
+int flyte_api_parse_discovery(const char *url, const char *body, size_t len,
+                              flyte_api_root *out, char *err, size_t errlen) {
   json_t *j = NULL;
   int rc = -1;
-  char url[2048];
   memset(out, 0, sizeof *out);
-  snprintf(url, sizeof url, "%s/v1", api);
-  if (request(h, "GET", url, NULL, 0, &r, "discovery", err, errlen))
+  if ((j = parse_object(body, len, "discovery", err, errlen)) == NULL)
     goto cleanup;
-  if (r.status != 200) {
-    status_error(&r, "discovery", err, errlen);
-    if (r.status == 401 || r.status == 403) rc = FLYTE_API_DENIED;
-    goto cleanup;
-  }
-  if ((j = parse_object(&r, "discovery", err, errlen)) == NULL) goto cleanup;
   json_t *links = json_object_get(j, "links");
   out->packs_url = dup_link(links, "pack/listPacks");
   out->health_url = dup_link(links, "info/health");
@@ -107,28 +98,34 @@ cleanup:
   return rc;
 }
 
+int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
+                       char *err, size_t errlen) {
+  flyte_http_resp r;
+  char url[2048];
+  memset(out, 0, sizeof *out);
+  snprintf(url, sizeof url, "%s/v1", api);
+  if (request(h, "GET", url, NULL, 0, &r, "discovery", err, errlen))
+    return -1;
+  if (r.status != 200) {
+    status_error(r.status, r.body, r.body_len, "discovery", err, errlen);
+    return r.status == 401 || r.status == 403 ? FLYTE_API_DENIED : -1;
+  }
+  return flyte_api_parse_discovery(url, r.body, r.body_len, out, err, errlen);
+}
+
 void flyte_api_root_free(flyte_api_root *r) {
   free(r->packs_url);
   free(r->health_url);
   memset(r, 0, sizeof *r);
 }
 
-int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
-                       size_t len, flyte_api_pack *out, char *err,
-                       size_t errlen) {
-  flyte_http_resp r;
+int flyte_api_parse_registration(const char *body, size_t len,
+                                 flyte_api_pack *out, char *err,
+                                 size_t errlen) {
   json_t *j = NULL;
   int rc = -1;
   memset(out, 0, sizeof *out);
-  if (request(h, "POST", packs_url, body, len, &r, "registration", err,
-              errlen))
-    goto cleanup;
-  if (r.status != 201) {
-    status_error(&r, "registration", err, errlen);
-    if (r.status == 401 || r.status == 403) rc = FLYTE_API_DENIED;
-    goto cleanup;
-  }
-  if ((j = parse_object(&r, "registration", err, errlen)) == NULL)
+  if ((j = parse_object(body, len, "registration", err, errlen)) == NULL)
     goto cleanup;
   json_t *links = json_object_get(j, "links");
   const char *id = json_string_value(json_object_get(j, "id"));
@@ -149,6 +146,21 @@ cleanup:
   return rc;
 }
 
+int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
+                       size_t len, flyte_api_pack *out, char *err,
+                       size_t errlen) {
+  flyte_http_resp r;
+  memset(out, 0, sizeof *out);
+  if (request(h, "POST", packs_url, body, len, &r, "registration", err,
+              errlen))
+    return -1;
+  if (r.status != 201) {
+    status_error(r.status, r.body, r.body_len, "registration", err, errlen);
+    return r.status == 401 || r.status == 403 ? FLYTE_API_DENIED : -1;
+  }
+  return flyte_api_parse_registration(r.body, r.body_len, out, err, errlen);
+}
+
 void flyte_api_pack_free(flyte_api_pack *p) {
   free(p->id);
   free(p->take_url);
@@ -166,39 +178,36 @@ static char *action_id(const char *url) {
   return strndup(start, (size_t)(end - start));
 }
 
-flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
-                                 flyte_action *out, char *err, size_t errlen) {
-  flyte_http_resp r;
+flyte_take_result flyte_api_parse_take(long status, const char *body,
+                                       size_t len, flyte_action *out,
+                                       char *err, size_t errlen) {
   json_t *j = NULL;
   flyte_take_result rc = FLYTE_TAKE_ERROR;
   memset(out, 0, sizeof *out);
-  if (request(h, "POST", take_url, NULL, 0, &r, "take", err, errlen))
-    goto cleanup;
-  if (r.status == 204) {
+  if (status == 204) {
     rc = FLYTE_TAKE_NONE;
     goto cleanup;
   }
-  if (r.status == 404) {
-    status_error(&r, "take", err, errlen);
+  if (status == 404) {
+    status_error(status, body, len, "take", err, errlen);
     rc = FLYTE_TAKE_UNKNOWN_PACK;
     goto cleanup;
   }
-  if (r.status == 401 || r.status == 403) {
-    status_error(&r, "take", err, errlen);
+  if (status == 401 || status == 403) {
+    status_error(status, body, len, "take", err, errlen);
     rc = FLYTE_TAKE_DENIED;
     goto cleanup;
   }
-  if (r.status != 200) {
-    status_error(&r, "take", err, errlen);
+  if (status != 200) {
+    status_error(status, body, len, "take", err, errlen);
     goto cleanup;
   }
   json_error_t je;
-  j = json_loadb(r.body, r.body_len, JSON_ALLOW_NUL, &je);
+  j = json_loadb(body, len, JSON_ALLOW_NUL, &je);
   if (j == NULL && strstr(je.text, "too big integer")) {
     /* The input has an integer beyond 64 bits: read the action anyway so
      * that it can be completed (with a FATAL), never left PENDING. */
-    j = json_loadb(r.body, r.body_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
-                   NULL);
+    j = json_loadb(body, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
     out->input_error = malloc(256);
     if (out->input_error)
       snprintf(out->input_error, 256,
@@ -207,7 +216,8 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
   if (j == NULL || !json_is_object(j)) {
     json_decref(j);
     j = NULL;
-    if ((j = parse_object(&r, "take", err, errlen)) == NULL) goto cleanup;
+    if ((j = parse_object(body, len, "take", err, errlen)) == NULL)
+      goto cleanup;
   }
   const char *command = json_string_value(json_object_get(j, "command"));
   const char *result = flyte_api_find_link(json_object_get(j, "links"),
@@ -238,6 +248,15 @@ cleanup:
   return rc;
 }
 
+flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
+                                 flyte_action *out, char *err, size_t errlen) {
+  flyte_http_resp r;
+  memset(out, 0, sizeof *out);
+  if (request(h, "POST", take_url, NULL, 0, &r, "take", err, errlen))
+    return FLYTE_TAKE_ERROR;
+  return flyte_api_parse_take(r.status, r.body, r.body_len, out, err, errlen);
+}
+
 void flyte_action_free(flyte_action *a) {
   free(a->command);
   json_decref(a->input);
@@ -252,7 +271,8 @@ long flyte_api_post(flyte_http *h, const char *url, const char *body,
   flyte_http_resp r;
   err[0] = '\0';
   if (request(h, "POST", url, body, len, &r, "post", err, errlen)) return -1;
-  if (r.status != 202) status_error(&r, "post", err, errlen);
+  if (r.status != 202)
+    status_error(r.status, r.body, r.body_len, "post", err, errlen);
   return r.status;
 }
 

@@ -52,6 +52,11 @@ int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
                        char *err, size_t errlen);
 void flyte_api_root_free(flyte_api_root *r);
 
+/* The parsing half of flyte_api_discover: the body of a 200 from `url`
+ * (named in messages). Returns 0, or -1 with a message and *out zeroed. */
+int flyte_api_parse_discovery(const char *url, const char *body, size_t len,
+                              flyte_api_root *out, char *err, size_t errlen);
+
 /* POST the registration body. Returns 0, or -1 (FLYTE_API_DENIED for
  * 401/403) with a message. */
 int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
@@ -59,9 +64,21 @@ int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
                        size_t errlen);
 void flyte_api_pack_free(flyte_api_pack *p);
 
+/* The parsing half of flyte_api_register: the body of a 201. Returns 0, or
+ * -1 with a message and *out zeroed. */
+int flyte_api_parse_registration(const char *body, size_t len,
+                                 flyte_api_pack *out, char *err,
+                                 size_t errlen);
+
 flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
                                  flyte_action *out, char *err, size_t errlen);
 void flyte_action_free(flyte_action *a);
+
+/* The parsing half of flyte_api_take: what a response with this status and
+ * body means. *out is filled (caller frees) only for FLYTE_TAKE_ACTION. */
+flyte_take_result flyte_api_parse_take(long status, const char *body,
+                                       size_t len, flyte_action *out,
+                                       char *err, size_t errlen);
 
 /* POSTs a result or event body. Returns the HTTP status, or -1 when no
  * response came (err says why). On a status other than 202 err holds the
