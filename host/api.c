@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *flyte_api_find_link(const json_t *links, const char *suffix) {
   size_t i, n = strlen(suffix);
@@ -59,11 +60,33 @@ static int status_error(long status, const char *text, size_t len,
   return -1;
 }
 
+static flyte_api_observer observer;
+static void *observer_ud;
+
+void flyte_api_observe(flyte_api_observer fn, void *ud) {
+  observer = fn;
+  observer_ud = ud;
+}
+
+static double seconds_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One request to the API; `endpoint` names it for the observer (metrics),
+ * `what` for messages. */
 static int request(flyte_http *h, const char *method, const char *url,
                    const char *body, size_t len, flyte_http_resp *resp,
-                   const char *what, char *err, size_t errlen) {
+                   const char *endpoint, const char *what, char *err,
+                   size_t errlen) {
   flyte_http_req req = {method, url, body, len, NULL, 0, 1, 0};
-  if (flyte_http_request(h, &req, resp) != 0) {
+  double t0 = observer ? seconds_now() : 0;
+  int rc = flyte_http_request(h, &req, resp);
+  if (observer)
+    observer(observer_ud, endpoint, rc == 0 ? resp->status : 0,
+             seconds_now() - t0);
+  if (rc != 0) {
     snprintf(err, errlen, "%s: %s", what, resp->error);
     return -1;
   }
@@ -104,7 +127,8 @@ int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
   char url[2048];
   memset(out, 0, sizeof *out);
   snprintf(url, sizeof url, "%s/v1", api);
-  if (request(h, "GET", url, NULL, 0, &r, "discovery", err, errlen))
+  if (request(h, "GET", url, NULL, 0, &r, "discovery", "discovery", err,
+              errlen))
     return -1;
   if (r.status != 200) {
     status_error(r.status, r.body, r.body_len, "discovery", err, errlen);
@@ -151,7 +175,8 @@ int flyte_api_register(flyte_http *h, const char *packs_url, const char *body,
                        size_t errlen) {
   flyte_http_resp r;
   memset(out, 0, sizeof *out);
-  if (request(h, "POST", packs_url, body, len, &r, "registration", err,
+  if (request(h, "POST", packs_url, body, len, &r, "register", "registration",
+              err,
               errlen))
     return -1;
   if (r.status != 201) {
@@ -252,7 +277,7 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
                                  flyte_action *out, char *err, size_t errlen) {
   flyte_http_resp r;
   memset(out, 0, sizeof *out);
-  if (request(h, "POST", take_url, NULL, 0, &r, "take", err, errlen))
+  if (request(h, "POST", take_url, NULL, 0, &r, "take", "take", err, errlen))
     return FLYTE_TAKE_ERROR;
   return flyte_api_parse_take(r.status, r.body, r.body_len, out, err, errlen);
 }
@@ -266,11 +291,11 @@ void flyte_action_free(flyte_action *a) {
   memset(a, 0, sizeof *a);
 }
 
-long flyte_api_post(flyte_http *h, const char *url, const char *body,
-                    size_t len, char *err, size_t errlen) {
+long flyte_api_post(flyte_http *h, const char *endpoint, const char *url,
+                    const char *body, size_t len, char *err, size_t errlen) {
   flyte_http_resp r;
   err[0] = '\0';
-  if (request(h, "POST", url, body, len, &r, "post", err, errlen)) return -1;
+  if (request(h, "POST", url, body, len, &r, endpoint, "post", err, errlen)) return -1;
   if (r.status != 202)
     status_error(r.status, r.body, r.body_len, "post", err, errlen);
   return r.status;
@@ -284,7 +309,12 @@ int flyte_api_health(flyte_http *h, const char *health_url, char *status,
     return 0;
   }
   flyte_http_req req = {"GET", health_url, NULL, 0, NULL, 5000, 1, 0};
-  if (flyte_http_request(h, &req, &r) != 0) {
+  double t0 = observer ? seconds_now() : 0;
+  int rc = flyte_http_request(h, &req, &r);
+  if (observer)
+    observer(observer_ud, "health", rc == 0 ? r.status : 0,
+             seconds_now() - t0);
+  if (rc != 0) {
     snprintf(status, n, "flyte-api is unreachable: %s", r.error);
     return 0;
   }

@@ -46,6 +46,14 @@ typedef enum {
  * Borrowed from `links`. */
 const char *flyte_api_find_link(const json_t *links, const char *suffix);
 
+/* Called after every request to the API with its endpoint ("discovery",
+ * "register", "take", "result", "event"), its status (0 when no response
+ * came) and how long it took: for metrics. One per process; set it before
+ * any thread talks to the API. */
+typedef void (*flyte_api_observer)(void *ud, const char *endpoint,
+                                   long status, double seconds);
+void flyte_api_observe(flyte_api_observer fn, void *ud);
+
 /* GET {api}/v1. Returns 0, or -1 (FLYTE_API_DENIED for 401/403) with a
  * message. */
 int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
@@ -80,11 +88,11 @@ flyte_take_result flyte_api_parse_take(long status, const char *body,
                                        size_t len, flyte_action *out,
                                        char *err, size_t errlen);
 
-/* POSTs a result or event body. Returns the HTTP status, or -1 when no
+/* POSTs a result or event body (endpoint: "result" or "event"). Returns the HTTP status, or -1 when no
  * response came (err says why). On a status other than 202 err holds the
  * start of the response body. */
-long flyte_api_post(flyte_http *h, const char *url, const char *body,
-                    size_t len, char *err, size_t errlen);
+long flyte_api_post(flyte_http *h, const char *endpoint, const char *url,
+                    const char *body, size_t len, char *err, size_t errlen);
 
 /* GET the API's health link: 1 up, 0 down, with a status line. */
 int flyte_api_health(flyte_http *h, const char *health_url, char *status,

@@ -47,14 +47,16 @@ static int backoff_wait(flyte_host *h, double seconds) {
   return rc;
 }
 
-flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
+flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http,
+                             const char *endpoint, const char *url,
                              const char *body, size_t len, const char *what) {
   char err[512];
   double wait = BACKOFF_FIRST;
   int maybe_sent = 0; /* an earlier try may have reached the API */
   int dup_tries = 0, not_found = 0;
   for (int attempt = 1;; attempt++) {
-    long status = flyte_api_post(http, url, body, len, err, sizeof err);
+    long status =
+        flyte_api_post(http, endpoint, url, body, len, err, sizeof err);
     if (status == 202) {
       if (attempt > 1) flyte_info("%s delivered after %d tries", what, attempt);
       return FLYTE_DELIVERED;
@@ -127,9 +129,9 @@ static void *sender_main(void *arg) {
     pthread_mutex_unlock(&h->mu);
 
     snprintf(what, sizeof what, "event #%lu", ++n);
-    flyte_delivery d = url ? flyte_deliver(h, q->http, url, e->body, e->len,
-                                           what)
-                           : FLYTE_ABANDONED;
+    flyte_delivery d =
+        url ? flyte_deliver(h, q->http, "event", url, e->body, e->len, what)
+            : FLYTE_ABANDONED;
     free(url);
     if (d != FLYTE_ABANDONED && e->entry > 0)
       flyte_outbox_done(h->outbox, e->entry);

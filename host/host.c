@@ -365,9 +365,11 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
     body = e->body;
     snprintf(what, sizeof what, "event left undelivered");
   }
-  flyte_delivery d = url && body ? flyte_deliver(h, r->http, url, body,
-                                                 strlen(body), what)
-                                 : FLYTE_ABANDONED;
+  const char *endpoint = strcmp(e->kind, "event") == 0 ? "event" : "result";
+  flyte_delivery d =
+      url && body
+          ? flyte_deliver(h, r->http, endpoint, url, body, strlen(body), what)
+          : FLYTE_ABANDONED;
   free(owned);
   if (d == FLYTE_ABANDONED) {
     r->kept++;
@@ -479,6 +481,11 @@ flyte_gen *flyte_host_new_gen(flyte_host *h, flyte_pack **pack, char *err,
 
 /* ---- run ----------------------------------------------------------------- */
 
+static void on_api_request(void *ud, const char *endpoint, long status,
+                           double seconds) {
+  flyte_metrics_api(ud, endpoint, status, seconds);
+}
+
 int flyte_host_start_workers(flyte_host *h) {
   if (h->workers) return 0;
   h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
@@ -566,9 +573,10 @@ static void complete_stuck(flyte_host *h, flyte_http *http) {
     json_decref(o);
     snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
              action ? action : "?", command ? command : "?");
-    flyte_delivery d = url && body ? flyte_deliver(h, http, url, body,
-                                                   strlen(body), what)
-                                   : FLYTE_ABANDONED;
+    flyte_delivery d =
+        url && body
+            ? flyte_deliver(h, http, "result", url, body, strlen(body), what)
+            : FLYTE_ABANDONED;
     if (d != FLYTE_ABANDONED && entry > 0) flyte_outbox_done(h->outbox, entry);
     if (d == FLYTE_DELIVERED)
       flyte_warn("action %s (%s): the handler did not finish within %g s; "
@@ -671,6 +679,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   }
   h->metrics = flyte_metrics_new();
   if (h->metrics == NULL) goto cleanup;
+  flyte_api_observe(on_api_request, h->metrics);
   if (cfg->outbox) {
     h->outbox = flyte_outbox_open(cfg->outbox, err, sizeof err);
     if (h->outbox == NULL) {
@@ -754,6 +763,7 @@ cleanup:
   flyte_api_root_free(&h->root);
   flyte_api_pack_free(&h->api_pack);
   flyte_outbox_close(h->outbox);
+  flyte_api_observe(NULL, NULL);
   flyte_metrics_free(h->metrics);
   free(h->workers);
   pthread_cond_destroy(&h->cond);

@@ -139,7 +139,9 @@ typedef enum {
   FLYTE_ABANDONED = -2 /* the host stopped before it got through */
 } flyte_delivery;
 
-flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http, const char *url,
+/* endpoint: "result" or "event"; what: for the log */
+flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http,
+                             const char *endpoint, const char *url,
                              const char *body, size_t len, const char *what);
 
 int flyte_events_start(flyte_host *h, size_t capacity);
