@@ -14,7 +14,7 @@ CMAKE_FLAGS ?=
 # Debian packages the build, the tests and `make run` need.
 PACKAGES := cmake gcc make pkg-config liblua5.4-dev lua5.4 \
   libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev lua-cjson \
-  lua-busted lua-check curl lua-socket
+  lua-busted lua-check curl lua-socket valgrind
 
 # What `make fuzz` needs on top: clang and its libFuzzer runtime.
 FUZZ_PACKAGES := clang libclang-rt-14-dev
@@ -85,7 +85,7 @@ spec: build browser-deps
 	  $(BUSTED) --cpath='$(BUILD_DIR)/?.so'
 
 lint: deps
-	luacheck lua packs spec
+	luacheck lua packs spec bench
 
 test: ctest spec lint
 

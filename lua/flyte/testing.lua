@@ -387,9 +387,9 @@ end
 local Api = {}
 Api.__index = Api
 
-local function request(method, url, body)
+local function request(method, url, body, timeout)
   local res, err = flyte.http.request { method = method, url = url,
-    body = body, timeout = 5 }
+    body = body, timeout = timeout or 5 }
   if not res then error(err, 3) end
   return res
 end
@@ -510,8 +510,9 @@ function M.host(pack_path, api, settings)
 end
 
 --- GET a URL; returns status and body (for health checks in specs).
-function M.get(url)
-  local res = request("GET", url)
+-- timeout: seconds (5).
+function M.get(url, timeout)
+  local res = request("GET", url, nil, timeout)
   return res.status, res.body
 end
 

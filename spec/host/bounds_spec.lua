@@ -1,0 +1,39 @@
+-- Bounds that keep a misbehaving API or pack from taking the host down:
+-- the event queue, health checks that hang.
+local testing = require "flyte.testing"
+local flyte = require "flyte"
+
+describe("bounds", function()
+  local api, host
+
+  lazy_setup(function()
+    api = testing.api()
+    host = testing.host("spec/fixtures/host/flood.lua", api,
+      { FLYTE_OUTBOX = "off", FLYTE_API_TIMEOUT = "1" })
+    api:wait_registration()
+  end)
+
+  lazy_teardown(function()
+    host:stop()
+    api:stop()
+  end)
+
+  it("refuses events past the queue's bound with nil and a message", function()
+    -- the API refuses events for now: they pile up in the queue
+    api:fault { route = "event", status = 503, count = 1000 }
+    local result = api:wait_result(api:enqueue("flood", 10005))
+    assert.same({ refused = 5,
+      error = "event queue full (10000 events waiting for the flyte-api)" }, result.payload)
+    api:clear_faults()
+  end)
+
+  it("cuts off a health check that hangs and reports it unhealthy", function()
+    local core = require "flyte.core"
+    local t0 = core.monotime()
+    local status, body = testing.get(host.health_url, 15)
+    assert.equal(500, status)
+    assert.same({ healthy = false, status = "check timed out after 5 s" },
+      flyte.json.decode(body).Hangs)
+    assert.is_true(core.monotime() - t0 < 8)
+  end)
+end)
