@@ -188,51 +188,78 @@ static char *fatal_body(const char *text) {
   return body;
 }
 
-/* The command's own timeout, or 0. */
-static double command_timeout(flyte_pack *p, const char *command) {
-  lua_State *L = p->L;
-  double t = 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+typedef struct {
+  flyte_pack *p;
+  const char *action, *command, *input_error;
+  json_t *input;
+  double timeout; /* out of timeout_in_lua */
+} run_args;
+
+/* The command's own timeout, or 0. Runs protected: even a lookup may
+ * allocate, and a state at its memory limit must not panic.
+ * stack: [args] -> [] */
+static int timeout_in_lua(lua_State *L) {
+  run_args *a = lua_touserdata(L, 1);
+  a->timeout = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->p->pack);
   if (lua_getfield(L, -1, "commands") == LUA_TTABLE &&
-      lua_getfield(L, -1, command) == LUA_TTABLE &&
+      lua_getfield(L, -1, a->command) == LUA_TTABLE &&
       lua_getfield(L, -1, "timeout") == LUA_TNUMBER)
-    t = lua_tonumber(L, -1);
+    a->timeout = lua_tonumber(L, -1);
+  return 0;
+}
+
+/* Pushes the arguments (the input converted to Lua) and calls runner.run,
+ * all inside the protected call, so that running out of memory while
+ * building them is an error, not a panic.
+ * stack: [args] -> [body, event, fatal] */
+static int run_in_lua(lua_State *L) {
+  run_args *a = lua_touserdata(L, 1);
+  char why[256];
   lua_settop(L, 0);
-  return t;
+  if (a->action) {
+    lua_pushstring(L, a->action);
+    lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
+  }
+  push_runner_fn(a->p, "run");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->p->pack);
+  lua_pushstring(L, a->command);
+  if (a->input_error) {
+    lua_pushnil(L);
+    lua_pushstring(L, a->input_error);
+  } else if (a->input == NULL) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  } else if (flyte_json_push(L, a->input, why, sizeof why) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_call(L, 4, 3);
+  return 3;
 }
 
 void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
                     json_t *input, const char *input_error,
                     double default_timeout, flyte_pack_result *out) {
   lua_State *L = p->L;
-  char err[1024], why[256];
+  char err[1024];
   memset(out, 0, sizeof *out);
-  double timeout = command_timeout(p, command);
+  run_args args = {p, action, command, input_error, input, 0};
+  lua_pushcfunction(L, timeout_in_lua);
+  lua_pushlightuserdata(L, &args);
+  double timeout = 0;
+  if (flyte_state_call(L, 1, 0, 0, err, sizeof err) == FLYTE_CALL_OK)
+    timeout = args.timeout;
   if (timeout <= 0) timeout = default_timeout;
 
-  if (action) {
-    lua_pushstring(L, action);
-    lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
-  }
-  push_runner_fn(p, "run");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
-  lua_pushstring(L, command);
-  if (input_error) {
-    lua_pushnil(L);
-    lua_pushstring(L, input_error);
-  } else if (input == NULL) {
-    lua_pushnil(L);
-    lua_pushnil(L);
-  } else if (flyte_json_push(L, input, why, sizeof why) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, why);
-  } else {
-    lua_pushnil(L);
-  }
+  lua_pushcfunction(L, run_in_lua);
+  lua_pushlightuserdata(L, &args);
   double start = flyte_monotime();
-  flyte_call_status st = flyte_state_call(L, 4, 3, timeout, err, sizeof err);
+  flyte_call_status st = flyte_state_call(L, 1, 3, timeout, err, sizeof err);
   out->seconds = flyte_monotime() - start;
-  if (action) {
+  if (action) { /* the field exists: setting it to nil allocates nothing */
     lua_pushnil(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
   }
