@@ -49,10 +49,11 @@ static int backoff_wait(flyte_host *h, double seconds) {
 
 flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http,
                              const char *endpoint, const char *url,
-                             const char *body, size_t len, const char *what) {
+                             const char *body, size_t len, const char *what,
+                             int maybe_sent) {
   char err[512];
   double wait = BACKOFF_FIRST;
-  int maybe_sent = 0; /* an earlier try may have reached the API */
+  /* maybe_sent: an earlier try may have reached the API */
   int dup_tries = 0, not_found = 0;
   for (int attempt = 1;; attempt++) {
     long status =
@@ -110,11 +111,12 @@ struct flyte_events {
   int done; /* the sender may exit once the queue is empty */
   pthread_t thread;
   flyte_http *http;
+  flyte_host *host;
 };
 
 static void *sender_main(void *arg) {
-  flyte_host *h = arg;
-  flyte_events *q = h->events;
+  flyte_events *q = arg;
+  flyte_host *h = q->host;
   char what[64];
   unsigned long n = 0;
   pthread_mutex_lock(&h->mu);
@@ -130,7 +132,7 @@ static void *sender_main(void *arg) {
 
     snprintf(what, sizeof what, "event #%lu", ++n);
     flyte_delivery d =
-        url ? flyte_deliver(h, q->http, "event", url, e->body, e->len, what)
+        url ? flyte_deliver(h, q->http, "event", url, e->body, e->len, what, 0)
             : FLYTE_ABANDONED;
     free(url);
     if (d != FLYTE_ABANDONED && e->entry > 0)
@@ -154,25 +156,26 @@ int flyte_events_start(flyte_host *h, size_t capacity) {
   flyte_events *q = calloc(1, sizeof *q);
   if (q == NULL) return -1;
   flyte_http_opts opts = flyte_host_http_opts(h);
+  q->host = h;
   q->capacity = capacity;
   q->http = flyte_http_new(&opts);
   if (q->http == NULL) {
     free(q);
     return -1;
   }
-  h->events = q;
-  if (pthread_create(&q->thread, NULL, sender_main, h) != 0) {
+  if (pthread_create(&q->thread, NULL, sender_main, q) != 0) {
     flyte_http_free(q->http);
     free(q);
-    h->events = NULL;
     return -1;
   }
+  pthread_mutex_lock(&h->mu);
+  h->events = q;
+  pthread_mutex_unlock(&h->mu);
   return 0;
 }
 
 int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
                       size_t errlen) {
-  flyte_events *q = h->events;
   event *e = malloc(sizeof *e + len + 1);
   if (e == NULL) {
     snprintf(err, errlen, "out of memory");
@@ -191,7 +194,10 @@ int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
   }
   int rc = -1;
   pthread_mutex_lock(&h->mu);
-  if (q == NULL || q->done) {
+  flyte_events *q = h->events;
+  if (q == NULL) {
+    snprintf(err, errlen, "the host is not connected to the flyte-api yet");
+  } else if (q->done) {
     snprintf(err, errlen, "the host is stopping; event not sent");
   } else if (q->count >= q->capacity) {
     snprintf(err, errlen,
@@ -223,7 +229,7 @@ void flyte_events_gauges(flyte_host *h, long *depth, double *oldest) {
   pthread_mutex_unlock(&h->mu);
 }
 
-void flyte_events_stop(flyte_host *h) {
+void flyte_events_stop(flyte_host *h, int keep) {
   flyte_events *q = h->events;
   if (q == NULL) return;
   pthread_mutex_lock(&h->mu);
@@ -231,6 +237,7 @@ void flyte_events_stop(flyte_host *h) {
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
   pthread_join(q->thread, NULL);
+  if (keep) return;
   for (event *e = q->head, *next; e; e = next) {
     next = e->next;
     free(e);

@@ -219,7 +219,10 @@ static void *signal_main(void *arg) {
   for (;;) {
     int sig;
     if (sigwait(&set, &sig) != 0) continue;
-    if (sig == SIGUSR1) return NULL;
+    if (sig == SIGUSR1) {
+      if (atomic_load(&h->signals_done)) return NULL;
+      continue; /* someone else's: not a reason to stop taking signals */
+    }
     if (sig == SIGHUP) {
       flyte_info("SIGHUP: reloading the pack");
       flyte_reload_request(h);
@@ -368,7 +371,8 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
   const char *endpoint = strcmp(e->kind, "event") == 0 ? "event" : "result";
   flyte_delivery d =
       url && body
-          ? flyte_deliver(h, r->http, endpoint, url, body, strlen(body), what)
+          ? flyte_deliver(h, r->http, endpoint, url, body, strlen(body), what,
+                          strcmp(e->kind, "event") != 0)
           : FLYTE_ABANDONED;
   free(owned);
   if (d == FLYTE_ABANDONED) {
@@ -486,7 +490,18 @@ static void on_api_request(void *ud, const char *endpoint, long status,
   flyte_metrics_api(ud, endpoint, status, seconds);
 }
 
+static int start_workers_locked(flyte_host *h);
+
 int flyte_host_start_workers(flyte_host *h) {
+  /* the main thread and the reloader may both get here */
+  static pthread_mutex_t start_mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&start_mu);
+  int rc = start_workers_locked(h);
+  pthread_mutex_unlock(&start_mu);
+  return rc;
+}
+
+static int start_workers_locked(flyte_host *h) {
   if (h->workers) return 0;
   h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
   if (h->workers == NULL) return -1;
@@ -575,7 +590,8 @@ static void complete_stuck(flyte_host *h, flyte_http *http) {
              action ? action : "?", command ? command : "?");
     flyte_delivery d =
         url && body
-            ? flyte_deliver(h, http, "result", url, body, strlen(body), what)
+            ? flyte_deliver(h, http, "result", url, body, strlen(body), what,
+                            0)
             : FLYTE_ABANDONED;
     if (d != FLYTE_ABANDONED && entry > 0) flyte_outbox_done(h->outbox, entry);
     if (d == FLYTE_DELIVERED)
@@ -589,7 +605,25 @@ static void complete_stuck(flyte_host *h, flyte_http *http) {
   }
 }
 
-/* Stops everything; returns the number of workers left running (stuck in
+/* Waits for a thread to end until the grace period ends; a second signal
+ * (which moves the deadline to now and broadcasts) ends the wait at once.
+ * Returns 1 when the thread was joined. */
+static int join_in_grace(flyte_host *h, pthread_t t, double extra) {
+  for (;;) {
+    if (pthread_tryjoin_np(t, NULL) == 0) return 1;
+    pthread_mutex_lock(&h->mu);
+    double deadline = h->stop_deadline + extra, now = flyte_monotime();
+    if (now >= deadline || atomic_load(&h->cancel)) {
+      pthread_mutex_unlock(&h->mu);
+      return pthread_tryjoin_np(t, NULL) == 0;
+    }
+    /* threads do not signal when they end: look again soon */
+    flyte_host_wait(h, now + 0.02 < deadline ? now + 0.02 : deadline);
+    pthread_mutex_unlock(&h->mu);
+  }
+}
+
+/* Stops everything; returns the number of threads left running (stuck in
  * pack code past the grace period). */
 static int stop_threads(flyte_host *h, flyte_http *http) {
   pthread_mutex_lock(&h->mu);
@@ -598,20 +632,32 @@ static int stop_threads(flyte_host *h, flyte_http *http) {
     atomic_store(&h->stopping, 1);
   }
   pthread_cond_broadcast(&h->cond);
-  double deadline = h->stop_deadline;
   pthread_mutex_unlock(&h->mu);
   flyte_reload_stop(h);
   int stuck = 0;
-  for (int i = 0; i < h->nworkers; i++)
-    h->workers[i].joined = join_until(h->workers[i].thread, deadline) == 0;
-  for (int i = 0; i < h->nworkers; i++) stuck += !h->workers[i].joined;
+  for (int i = 0; i < h->nworkers; i++) {
+    h->workers[i].joined = join_in_grace(h, h->workers[i].thread, 0);
+    stuck += !h->workers[i].joined;
+  }
+  /* complete what is stuck with a FATAL (extends the deadline a little) */
+  if (stuck) complete_stuck(h, http);
+  if (h->observe_running) {
+    if (join_in_grace(h, h->observe, 1)) {
+      h->observe_running = 0;
+    } else {
+      flyte_warn("observe did not return after the host stopped (does it "
+                 "check what flyte.sleep returns?)");
+      stuck++;
+    }
+  }
+  /* queued events go out before anything is cancelled */
+  flyte_events_stop(h, stuck > 0);
   if (stuck) {
-    complete_stuck(h, http);
-    atomic_store(&h->cancel, 1);
+    atomic_store(&h->cancel, 1); /* abandon their requests and sleeps */
     pthread_mutex_lock(&h->mu);
     pthread_cond_broadcast(&h->cond);
     pthread_mutex_unlock(&h->mu);
-    stuck = 0;
+    stuck = h->observe_running;
     for (int i = 0; i < h->nworkers; i++) {
       if (!h->workers[i].joined)
         h->workers[i].joined =
@@ -619,19 +665,6 @@ static int stop_threads(flyte_host *h, flyte_http *http) {
       stuck += !h->workers[i].joined;
     }
   }
-  if (h->observe_running) {
-    if (join_until(h->observe, flyte_monotime() + 1 +
-                                   (deadline > flyte_monotime()
-                                        ? deadline - flyte_monotime()
-                                        : 0)) != 0) {
-      flyte_warn("observe did not return after the host stopped (does it "
-                 "check what flyte.sleep returns?)");
-      stuck++;
-    } else {
-      h->observe_running = 0;
-    }
-  }
-  flyte_events_stop(h);
   return stuck;
 }
 
@@ -747,6 +780,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
 
 cleanup:
   if (signals_started) {
+    atomic_store(&h->signals_done, 1);
     pthread_kill(signals, SIGUSR1);
     pthread_join(signals, NULL);
   }

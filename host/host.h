@@ -54,6 +54,7 @@ struct flyte_host {
   pthread_cond_t cond; /* broadcast on any change below */
   atomic_int stopping; /* SIGTERM/SIGINT seen: take no more actions */
   atomic_int cancel;   /* abandon requests and sleeps at once */
+  atomic_int signals_done; /* the signal thread may end (SIGUSR1) */
   double stop_deadline; /* monotonic: when the grace period ends */
 
   /* the API connection (under mu) */
@@ -139,10 +140,13 @@ typedef enum {
   FLYTE_ABANDONED = -2 /* the host stopped before it got through */
 } flyte_delivery;
 
-/* endpoint: "result" or "event"; what: for the log */
+/* endpoint: "result" or "event"; what: for the log. maybe_sent: an
+ * earlier process may have delivered it already (an outbox entry), so a
+ * 500 "not PENDING" can mean it got through. */
 flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http,
                              const char *endpoint, const char *url,
-                             const char *body, size_t len, const char *what);
+                             const char *body, size_t len, const char *what,
+                             int maybe_sent);
 
 int flyte_events_start(flyte_host *h, size_t capacity);
 /* Copies the body into the queue; -1 with a message when it is full. */
@@ -150,7 +154,9 @@ int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
                       size_t errlen);
 /* The queue's depth and the age of its oldest event, for /metrics. */
 void flyte_events_gauges(flyte_host *h, long *depth, double *oldest);
-/* Delivers what is queued (until the grace deadline), then stops. */
-void flyte_events_stop(flyte_host *h);
+/* Delivers what is queued (until the grace deadline), then stops. With
+ * keep, threads stuck in pack code may still call flyte_events_push: the
+ * queue is closed but not freed (the process is about to end). */
+void flyte_events_stop(flyte_host *h, int keep);
 
 #endif

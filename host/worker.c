@@ -196,7 +196,7 @@ static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
                             res.body, len, err, sizeof err) != 0)
       flyte_error("outbox: %s", err);
     flyte_delivery d = flyte_deliver(h, http, "result", a->result_url,
-                                     res.body, len, what);
+                                     res.body, len, what, 0);
     if (entry > 0 && d != FLYTE_ABANDONED) flyte_outbox_done(h->outbox, entry);
     flyte_metrics_action_done(h->metrics, a->command,
                               d == FLYTE_ABANDONED ? "abandoned" : res.outcome,

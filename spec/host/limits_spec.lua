@@ -76,6 +76,23 @@ describe("stopping", function()
     api:stop()
   end)
 
+  it("stops at once on a second signal", function()
+    local api = testing.api()
+    local host = testing.host("spec/fixtures/host/limits.lua", api,
+      { FLYTE_WORKERS = 1, FLYTE_SHUTDOWN_GRACE = "30" })
+    api:wait_registration()
+    local id = api:enqueue("forever")
+    testing.wait(function() return api:action(id).state == "PENDING" end, 5, "the action")
+    local core = require "flyte.core"
+    local t0 = core.monotime()
+    host:signal("TERM")
+    host:wait_log("stopping; running handlers may finish")
+    host:signal("TERM")
+    assert.equal(0, host:wait_exit(10))
+    assert.is_true(core.monotime() - t0 < 10)
+    api:stop()
+  end)
+
   it("does not take new actions once stopping", function()
     local api = testing.api()
     local host = testing.host("spec/fixtures/host/limits.lua", api, { FLYTE_WORKERS = 1 })

@@ -43,6 +43,29 @@ describe("the outbox", function()
     assert.equal(0, again:stop())
   end)
 
+  it("takes a left-over result the API already has as delivered, and goes on", function()
+    -- a result that reached the API, though the host that sent it did not
+    -- hear back before it died: the API answers 500 (not PENDING)
+    local first = testing.host(PACK, api, { FLYTE_OUTBOX = "off" })
+    api:wait_registration()
+    local done = api:enqueue("echo", "first", "Cases.team.ops")
+    api:wait_result(done)
+    assert.equal(0, first:stop())
+    local outbox = dir .. "/outbox"
+    os.execute("mkdir -p " .. outbox .. "/slot-0")
+    local f = assert(io.open(outbox .. "/slot-0/000000000001-a.json", "w"))
+    f:write(require("flyte").json.encode { kind = "result", command = "echo",
+      action = tostring(done),
+      result_url = api.url .. "/v1/packs/Cases.team.ops/actions/" .. done .. "/result",
+      body = '{"event":"Echoed","payload":"again","createdAt":"2026-11-28T00:00:00Z"}' })
+    f:close()
+    local host = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
+    host:wait_log("taking it as delivered by that try", 20)
+    assert.equal("first", api:action(done).result.payload)
+    assert.equal("Echoed", api:wait_result(api:enqueue("echo", 2, "Cases.team.ops")).event)
+    assert.equal(0, host:stop())
+  end)
+
   it("is empty after a clean run", function()
     local outbox = dir .. "/outbox"
     local host = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
