@@ -308,6 +308,11 @@ static int put_table(encoder *e, int idx) {
   }
   if (bad == NULL && nstr && (nint || marked))
     bad = "cannot encode a table with both string keys and array items";
+  /* a marked array's holes are written as null, but not without bound: a
+   * single item at index 1e9 must not become a gigabyte of nulls */
+  if (bad == NULL && marked && maxint > 2 * nint + 1024)
+    bad = "cannot encode an array with holes (use flyte.null for missing "
+          "items)";
   if (bad == NULL && !marked && nint && maxint != nint)
     bad = "cannot encode an array with holes (use flyte.null for missing "
           "items)";

@@ -81,6 +81,15 @@ flyte_outbox *flyte_outbox_open(const char *dir, char *err, size_t errlen) {
              errno ? strerror(errno) : "all in use");
     goto fail;
   }
+  /* number new entries after any a dead host left in this slot, so that
+   * none is overwritten before recovery has delivered it */
+  DIR *d = opendir(o->slot);
+  struct dirent *de;
+  while (d && (de = readdir(d)) != NULL) {
+    long n = strtol(de->d_name, NULL, 10);
+    if (n > o->next) o->next = n;
+  }
+  if (d) closedir(d);
   return o;
 fail:
   flyte_outbox_close(o);

@@ -12,8 +12,25 @@ local function encode_body(name, payload)
     createdAt = core.now() }
 end
 
+-- Replaces bytes that are not UTF-8 (an error message quoting a Latin-1
+-- body, say) with U+FFFD, so that the text can go into JSON.
+local function utf8_clean(s)
+  if utf8.len(s) then return s end
+  local out, i = {}, 1
+  while i <= #s do
+    local ok, bad = utf8.len(s, i)
+    if ok then
+      out[#out + 1] = s:sub(i)
+      break
+    end
+    out[#out + 1] = s:sub(i, bad - 1) .. "\u{FFFD}"
+    i = bad + 1
+  end
+  return table.concat(out)
+end
+
 local function fatal(text)
-  return encode_body("FATAL", text), "FATAL", true
+  return encode_body("FATAL", utf8_clean(text)), "FATAL", true
 end
 
 local function describe(v)
@@ -116,8 +133,10 @@ function M.run(pack, command, input, input_error)
   if not ok then
     -- out of memory: let the host say so (and rebuild the state)
     if event == "not enough memory" then error(event, 0) end
+    local logged, fields = pcall(core.json_encode,
+      { command = command, traceback = utf8_clean(tostring(traceback)) })
     core.log("error", string.format("command '%s' raised an error", command),
-      core.json_encode { command = command, traceback = traceback })
+      logged and fields or nil)
     if type(event) == "table" then
       local encoded, body = pcall(encode_body, "FATAL", event)
       if encoded then return body, "FATAL", true end

@@ -47,6 +47,7 @@ describe("flyte-host run", function()
           { name = "boom", events = { "Echoed", "Stopped" } },
           { name = "boom_table", events = { "Echoed", "Stopped" } },
           { name = "echo", events = { "Echoed", "Stopped" } },
+          { name = "latin1", events = { "Echoed", "Stopped" } },
           { name = "nothing", events = { "Echoed", "Stopped" } },
           { name = "number", events = { "Echoed", "Stopped" } },
           { name = "send", events = { "Echoed", "Stopped" } },
@@ -93,6 +94,12 @@ describe("flyte-host run", function()
         .. PACK .. ":26: kaboom", result.payload)
     end)
 
+    it("that raises an error quoting bytes that are not UTF-8 keeps the message", function()
+      local result = run("latin1")
+      assert.same({ "FATAL", "command 'latin1' raised an error: " .. PACK
+        .. ":29: upstream said: caf\u{FFFD}" }, { result.event, result.payload })
+    end)
+
     it("that raises a table gets a FATAL whose payload is the table", function()
       assert.same({ event = "FATAL", payload = { code = 42 } },
         { event = run("boom_table").event, payload = run("boom_table").payload })
@@ -120,7 +127,8 @@ describe("flyte-host run", function()
     it("for an unknown command gets a FATAL listing the pack's commands", function()
       local result = run("nope")
       assert.same({ "FATAL", "command 'nope' is unknown to pack Cases (its commands: "
-        .. "boom, boom_table, echo, nothing, number, send, surprise, unencodable, wait)" },
+        .. "boom, boom_table, echo, latin1, nothing, number, send, surprise, unencodable, "
+        .. "wait)" },
         { result.event, result.payload })
     end)
 

@@ -204,6 +204,14 @@ describe("flyte.json", function()
         "flyte.json.encode: cannot encode a table with both string keys and array items")
     end)
 
+    it("refuses a marked array whose holes are far more than its items", function()
+      local list = json.decode("[1]")
+      list[50000000] = 2
+      assert.has_error(function() json.encode(list) end,
+        "flyte.json.encode: cannot encode an array with holes "
+          .. "(use flyte.null for missing items)")
+    end)
+
     it("writes the holes of a marked array as null rather than dropping items", function()
       assert.equal('["a",null,"c"]', json.encode(flyte.array { [1] = "a", [3] = "c" }))
       assert.equal("[null,1]", json.encode(flyte.array { [2] = 1 }))
