@@ -203,6 +203,41 @@ static char *action_id(const char *url) {
   return strndup(start, (size_t)(end - start));
 }
 
+/* Finds, in text that is not valid JSON, the first string value of `key`
+ * whose text ends with `suffix` (or any, when suffix is NULL). Returns a
+ * copy (caller frees) or NULL. Handles the escapes a URL or a name may
+ * carry; a best effort to complete an action whose take reply jansson
+ * cannot read. */
+static char *scan_string(const char *body, size_t len, const char *key,
+                         const char *suffix) {
+  char quoted[64];
+  int qn = snprintf(quoted, sizeof quoted, "\"%s\"", key);
+  const char *end = body + len;
+  for (const char *p = body; p + qn <= end; p++) {
+    if (memcmp(p, quoted, (size_t)qn) != 0) continue;
+    const char *q = p + qn;
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+      q++;
+    if (q >= end || *q++ != ':') continue;
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+      q++;
+    if (q >= end || *q++ != '"') continue;
+    char *out = malloc((size_t)(end - q) + 1);
+    if (out == NULL) return NULL;
+    size_t n = 0;
+    while (q < end && *q != '"') {
+      if (*q == '\\' && q + 1 < end) q++; /* \/ \" \\ */
+      out[n++] = *q++;
+    }
+    out[n] = '\0';
+    size_t sl = suffix ? strlen(suffix) : 0;
+    if (q < end && (!suffix || (n >= sl && strcmp(out + n - sl, suffix) == 0)))
+      return out;
+    free(out);
+  }
+  return NULL;
+}
+
 flyte_take_result flyte_api_parse_take(long status, const char *body,
                                        size_t len, flyte_action *out,
                                        char *err, size_t errlen) {
@@ -238,11 +273,40 @@ flyte_take_result flyte_api_parse_take(long status, const char *body,
       snprintf(out->input_error, 256,
                "an integer is outside the 64-bit range (%s)", je.text);
   }
+  if (j == NULL) {
+    /* A 200 means the server took the action for us. If its reply cannot
+     * be read, find its result link anyway and complete it with a FATAL
+     * rather than leave it PENDING forever. */
+    out->result_url = scan_string(body, len, "href", "/result");
+    if (out->result_url) {
+      char *command = scan_string(body, len, "command", NULL);
+      out->command = command ? command : strdup("?");
+      out->id = action_id(out->result_url);
+      free(out->input_error);
+      out->input_error = malloc(300);
+      if (out->input_error)
+        snprintf(out->input_error, 300,
+                 "the action's body is not JSON that can be read (%s)",
+                 je.text);
+      if (out->command && out->id && out->input_error) {
+        rc = FLYTE_TAKE_ACTION;
+        goto cleanup;
+      }
+      snprintf(err, errlen, "take: out of memory");
+      flyte_action_free(out);
+      goto cleanup;
+    }
+  }
   if (j == NULL || !json_is_object(j)) {
     json_decref(j);
     j = NULL;
-    if ((j = parse_object(body, len, "take", err, errlen)) == NULL)
+    if ((j = parse_object(body, len, "take", err, errlen)) == NULL) {
+      /* worth more than a warning: an action may be stranded */
+      snprintf(err + strlen(err), errlen - strlen(err),
+               " (the server may have handed out an action that cannot be "
+               "completed now)");
       goto cleanup;
+    }
   }
   const char *command = json_string_value(json_object_get(j, "command"));
   const char *result = flyte_api_find_link(json_object_get(j, "links"),

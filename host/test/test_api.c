@@ -111,10 +111,37 @@ static void test_take(void) {
   CHECK(a.command == NULL && a.input_error == NULL);
 }
 
+/* A 200 whose body jansson cannot read still names its result link: the
+ * action is completed with a FATAL instead of being left PENDING. */
+static void test_take_unreadable(void) {
+  flyte_action a;
+  char err[256] = "";
+  static const char body[] =
+      "{\"command\":\"createIssue\",\"input\":{\"a\\u0000b\":1},"
+      "\"links\":[{\"href\":\"http:\\/\\/h/v1/packs/p/actions/7/result\","
+      "\"rel\":\"http://h/swagger#/actionResult\"}]}";
+  CHECK(flyte_api_parse_take(200, body, sizeof body - 1, &a, err, sizeof err) ==
+        FLYTE_TAKE_ACTION);
+  CHECK_STR(a.result_url, "http://h/v1/packs/p/actions/7/result");
+  CHECK_STR(a.id, "7");
+  CHECK_STR(a.command, "createIssue");
+  CHECK(a.input == NULL);
+  CHECK(a.input_error != NULL &&
+        strstr(a.input_error, "the action's body is not JSON that can be "
+                              "read") != NULL);
+  flyte_action_free(&a);
+
+  /* nothing to complete: an error that says an action may be stranded */
+  CHECK(flyte_api_parse_take(200, "{not json", 9, &a, err, sizeof err) ==
+        FLYTE_TAKE_ERROR);
+  CHECK(strstr(err, "may have handed out an action") != NULL);
+}
+
 int main(void) {
   test_find_link();
   test_discovery();
   test_registration();
   test_take();
+  test_take_unreadable();
   TEST_DONE();
 }
