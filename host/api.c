@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
+
 const char *flyte_api_find_link(const json_t *links, const char *suffix) {
   size_t i, n = strlen(suffix);
   json_t *link;
@@ -388,4 +390,14 @@ int flyte_api_health(flyte_http *h, const char *health_url, char *status,
   }
   snprintf(status, n, "flyte-api is up");
   return 1;
+}
+
+char *flyte_api_fatal_body(const char *text) {
+  char when[40];
+  flyte_time_rfc3339(when, sizeof when, 6);
+  json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
+                        "createdAt", when);
+  char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(o);
+  return body;
 }

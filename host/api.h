@@ -98,4 +98,9 @@ long flyte_api_post(flyte_http *h, const char *endpoint, const char *url,
 int flyte_api_health(flyte_http *h, const char *health_url, char *status,
                      size_t n);
 
+/* A FATAL result body with createdAt now, for the FATALs the host itself
+ * posts (timeouts, shutdown, recovery). Caller frees; NULL when out of
+ * memory. */
+char *flyte_api_fatal_body(const char *text);
+
 #endif

@@ -332,15 +332,6 @@ typedef struct {
   int delivered, kept;
 } recovery;
 
-static char *fatal_json(const char *text) {
-  char when[40];
-  flyte_time_rfc3339(when, sizeof when, 6);
-  json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
-                        "createdAt", when);
-  char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-  json_decref(o);
-  return body;
-}
 
 static int recover_entry(void *ud, const flyte_outbox_entry *e) {
   recovery *r = ud;
@@ -354,7 +345,7 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
              "command '%s': the host stopped while handling this action; it "
              "was not run again (its side effects may have happened)",
              e->command);
-    body = owned = fatal_json(text);
+    body = owned = flyte_api_fatal_body(text);
     snprintf(what, sizeof what, "FATAL for action %s (%s) left unfinished",
              e->action ? e->action : "?", e->command);
   } else if (strcmp(e->kind, "result") == 0) {
@@ -576,16 +567,12 @@ static void complete_stuck(flyte_host *h, flyte_http *http) {
       free(action);
       continue;
     }
-    char text[600], when[40], what[300];
+    char text[600], what[300];
     snprintf(text, sizeof text,
              "command '%s': the host stopped before the handler finished "
              "(it ran past the %g s shutdown grace period)",
              command ? command : "?", h->cfg->shutdown_grace);
-    flyte_time_rfc3339(when, sizeof when, 6);
-    json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
-                          "createdAt", when);
-    char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o);
+    char *body = flyte_api_fatal_body(text);
     snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
              action ? action : "?", command ? command : "?");
     flyte_delivery d =

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "json.h"
 #include "log.h"
 
@@ -177,16 +178,6 @@ void flyte_sources_free(flyte_sources *s) {
   memset(s, 0, sizeof *s);
 }
 
-/* A FATAL body built in C, for the cases where Lua cannot build it. */
-static char *fatal_body(const char *text) {
-  char when[40];
-  flyte_time_rfc3339(when, sizeof when, 6);
-  json_t *o = json_pack("{s:s, s:s, s:s}", "event", "FATAL", "payload", text,
-                        "createdAt", when);
-  char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-  json_decref(o);
-  return body;
-}
 
 typedef struct {
   flyte_pack *p;
@@ -292,7 +283,7 @@ void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
     break;
   }
   lua_settop(L, 0);
-  out->body = fatal_body(text);
+  out->body = flyte_api_fatal_body(text);
   snprintf(out->event, sizeof out->event, "FATAL");
   out->fatal = 1;
   out->outcome = st == FLYTE_CALL_TIMEOUT  ? "timeout"
