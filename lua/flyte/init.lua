@@ -149,6 +149,14 @@ function M.api_health_check()
   return true, status
 end
 
-M.http = require "flyte.http"
+-- flyte.http is loaded on first use: most states (every worker's) of a
+-- pack that makes no HTTP calls never pay for it.
+setmetatable(M, { __index = function(t, key)
+  if key == "http" then
+    local http = require "flyte.http"
+    rawset(t, "http", http)
+    return http
+  end
+end })
 
 return M
