@@ -309,11 +309,20 @@ local function read_file(path)
   return text
 end
 
-local function tmpdir()
+--- A new empty directory under /tmp (for a spec's packs, outboxes, logs).
+function M.tmpdir()
   local p = assert(io.popen("mktemp -d /tmp/flyte-spec.XXXXXX"))
   local dir = p:read("l")
   p:close()
   return dir
+end
+local tmpdir = M.tmpdir
+
+--- A path under /tmp where nothing is yet (a file a spec creates later).
+function M.tmpname()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
 end
 
 --- The flyte-host binary: $FLYTE_HOST_BIN, else build/flyte-host.

@@ -37,11 +37,7 @@ local function fault(route, kind, count)
   return f
 end
 
-local function tmpname()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
+local tmpname = testing.tmpname
 
 local function touch(path)
   assert(io.open(path, "w")):close()

@@ -10,12 +10,7 @@ local function run(cmd)
   return ok and 0 or status, out
 end
 
-local function tmpdir()
-  local p = assert(io.popen("mktemp -d /tmp/flyte-install.XXXXXX"))
-  local dir = p:read("l")
-  p:close()
-  return dir
-end
+local tmpdir = testing.tmpdir
 
 describe("make install", function()
   local prefix

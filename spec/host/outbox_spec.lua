@@ -4,12 +4,7 @@ local testing = require "flyte.testing"
 
 local PACK = "spec/fixtures/host/cases.lua"
 
-local function tmpdir()
-  local p = assert(io.popen("mktemp -d /tmp/flyte-outbox.XXXXXX"))
-  local dir = p:read("l")
-  p:close()
-  return dir
-end
+local tmpdir = testing.tmpdir
 
 describe("the outbox", function()
   local api, dir

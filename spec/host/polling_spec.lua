@@ -3,11 +3,7 @@
 -- when the API is not there yet.
 local testing = require "flyte.testing"
 
-local function tmpname()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
+local tmpname = testing.tmpname
 
 local function touch(path)
   assert(io.open(path, "w")):close()

@@ -36,12 +36,7 @@ return flyte.pack {
 ]]):format(opts.version, opts.version, opts.extra or "", opts.version)
 end
 
-local function tmpdir()
-  local p = assert(io.popen("mktemp -d /tmp/flyte-reload.XXXXXX"))
-  local dir = p:read("l")
-  p:close()
-  return dir
-end
+local tmpdir = testing.tmpdir
 
 describe("hot reload", function()
   local api, host, dir, pack

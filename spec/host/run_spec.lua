@@ -5,11 +5,7 @@ local flyte = require "flyte"
 
 local PACK = "spec/fixtures/host/cases.lua"
 
-local function tmpname()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
+local tmpname = testing.tmpname
 
 describe("flyte-host run", function()
   local api, host, unhealthy
