@@ -1,7 +1,10 @@
 /* http.c - a small HTTP client on libcurl, one per thread.
  *
  * One easy handle per client, reused so that libcurl keeps the connection
- * alive; response bodies go into a capped buffer owned by the client.
+ * alive; response bodies go into a capped buffer owned by the client. The
+ * client drives its handle through a multi handle of its own rather than
+ * curl_easy_perform, which polls an empty set of sockets before every
+ * request: one syscall in eleven of an action's (README, Performance).
  */
 #include "http.h"
 
@@ -22,6 +25,7 @@ typedef struct {
 
 struct flyte_http {
   CURL *curl;
+  CURLM *multi; /* owns the connection cache: lives as long as curl */
   char *auth_header; /* "Authorization: Bearer ..." or NULL */
   long timeout_ms;
   buffer body, headers;
@@ -102,7 +106,8 @@ flyte_http *flyte_http_new(const flyte_http_opts *opts) {
   flyte_http *h = calloc(1, sizeof *h);
   if (h == NULL) return NULL;
   h->curl = curl_easy_init();
-  if (h->curl == NULL) goto fail;
+  h->multi = curl_multi_init();
+  if (h->curl == NULL || h->multi == NULL) goto fail;
   if (opts->bearer && opts->bearer[0]) {
     size_t n = strlen(opts->bearer) + sizeof "Authorization: Bearer ";
     h->auth_header = malloc(n);
@@ -160,6 +165,7 @@ fail:
 void flyte_http_free(flyte_http *h) {
   if (h == NULL) return;
   if (h->curl) curl_easy_cleanup(h->curl);
+  if (h->multi) curl_multi_cleanup(h->multi);
   curl_slist_free_all(h->json_get);
   curl_slist_free_all(h->json_post);
   if (h->auth_header) {
@@ -173,6 +179,30 @@ void flyte_http_free(flyte_http *h) {
 }
 
 long flyte_http_connects(const flyte_http *h) { return h->connects; }
+
+static CURLcode multi_error(CURLMcode mc) {
+  return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+}
+
+/* curl_easy_perform without its poll before the first step: runs the
+ * transfer on the client's multi handle until it is done. The waits are
+ * capped at a second, so the progress callback (and with it a cancel) runs
+ * as often as under curl_easy_perform. */
+static CURLcode perform(flyte_http *h) {
+  CURLM *m = h->multi;
+  CURLMcode mc = curl_multi_add_handle(m, h->curl);
+  if (mc != CURLM_OK) return multi_error(mc);
+  int running = 1;
+  while ((mc = curl_multi_perform(m, &running)) == CURLM_OK && running)
+    if ((mc = curl_multi_wait(m, NULL, 0, 1000, NULL)) != CURLM_OK) break;
+  CURLcode cc = mc == CURLM_OK ? CURLE_OK : multi_error(mc);
+  int left;
+  CURLMsg *msg;
+  while ((msg = curl_multi_info_read(m, &left)) != NULL)
+    if (msg->msg == CURLMSG_DONE && cc == CURLE_OK) cc = msg->data.result;
+  curl_multi_remove_handle(m, h->curl);
+  return cc;
+}
 
 int flyte_http_request(flyte_http *h, const flyte_http_req *req,
                        flyte_http_resp *resp) {
@@ -232,7 +262,7 @@ int flyte_http_request(flyte_http *h, const flyte_http_req *req,
       goto setopt_failed;
   }
 
-  cc = curl_easy_perform(c);
+  cc = perform(h);
   long connects = 0;
   if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
     h->connects += connects;
