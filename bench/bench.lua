@@ -11,7 +11,7 @@
 -- a table and writes build-release/bench.json with the same figures.
 --
 -- BENCH_ONLY=throughput,json runs some sections only (names: throughput,
--- latency, long, startup, idle, standin, json).
+-- latency, long, startup, idle, standin, floor, json).
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;"
@@ -432,6 +432,40 @@ local function bench_standin(report)
   }
 end
 
+--- Floors: what the libraries and the machine cost any host ------------------
+
+local FLOOR = (BINARY:match("^(.*)/[^/]*$") or ".") .. "/flyte-bench-floor"
+local FLOOR_REQUESTS = 20000
+
+local function floor_json(args)
+  local text = sh(FLOOR .. " " .. args)
+  local value = flyte.json.decode(text)
+  assert(value, "no JSON from " .. FLOOR .. " " .. args .. ": " .. text)
+  return value
+end
+
+--- bench/floor.c: RssAnon of a process that has only loaded and set up the
+-- host's libraries, and client CPU per request to the stand-in through
+-- libcurl and over a bare socket.
+local function bench_floor(report)
+  local rss, curl_us, socket_us = {}, {}, {}
+  for i = 1, RUNS do
+    rss[i] = floor_json("memory").rss_anon_kb
+    session({ FLYTE_OUTBOX = "off" }, function(api, host)
+      host:stop() -- as for wrk: only the floor program talks to the stand-in
+      local f = floor_json(string.format("http %s/v1/packs/%s/actions/take %d",
+        api.url, PACK_ID, FLOOR_REQUESTS))
+      curl_us[i], socket_us[i] = f.libcurl_us, f.socket_us
+    end)
+  end
+  report.floor = {
+    runs = RUNS, requests = FLOOR_REQUESTS,
+    libraries_rssanon_kb = round(median(rss)),
+    libcurl_us_per_request = round(median(curl_us), 1),
+    socket_us_per_request = round(median(socket_us), 1),
+  }
+end
+
 --- The JSON codec -------------------------------------------------------------
 
 --- An issue as a Jira-like API returns it: about 2 KB of JSON.
@@ -661,6 +695,36 @@ local function print_report(r)
       .. "about %d actions/s at most", s.actions_per_s_ceiling))
   end
 
+  if r.floor then
+    local f = r.floor
+    print()
+    print("FLOORS  what the libraries and this machine cost any host "
+      .. "(bench/floor.c)")
+    print(string.format("  %-62s %7d kB", "RssAnon of a process that only "
+      .. "loads and sets up the libraries", f.libraries_rssanon_kb))
+    local w4 = r.throughput and r.throughput.echo_w4
+    if w4 then
+      print(string.format("  %-62s %7d kB", "  so flyte-host's own, idle, 4 "
+        .. "workers", w4.memory_idle.rssanon_kb - f.libraries_rssanon_kb))
+      print(string.format("  %-62s %7d kB", "  so flyte-host's own, after "
+        .. w4.actions .. " actions, 4 workers",
+        w4.memory_end.rssanon_kb - f.libraries_rssanon_kb))
+    end
+    print(string.format("  client CPU per request to the stand-in (take, "
+      .. "204; %d requests):", f.requests))
+    print(string.format("  %-62s %7.1f us", "  through libcurl, driven as "
+      .. "host/http.c drives it", f.libcurl_us_per_request))
+    print(string.format("  %-62s %7.1f us", "  over a bare socket (one send, "
+      .. "one recv)", f.socket_us_per_request))
+    print(string.format("  %-62s %7.1f ms", "  so an action's two requests "
+      .. "through libcurl, per 1,000", f.libcurl_us_per_request * 2))
+    if w4 then
+      print(string.format("  %-62s %7.1f ms", "  so flyte-host's own CPU per "
+        .. "1,000 actions (4 workers), above that",
+        w4.cpu_ms_per_1k - f.libcurl_us_per_request * 2))
+    end
+  end
+
   if r.json then
     local j = r.json
     print()
@@ -693,6 +757,7 @@ local SECTIONS = {
   { "startup", bench_startup },
   { "idle", bench_idle },
   { "standin", bench_standin },
+  { "floor", bench_floor },
   { "json", bench_json },
 }
 
