@@ -21,9 +21,10 @@ FUZZ_PACKAGES := clang libclang-rt-14-dev
 
 BUSTED := lua5.4 /usr/bin/busted
 
-# What `make bench` needs on top: wrk (the stand-in's own capacity) and
-# strace (idle wake-ups). Kept apart so that `make test` does not need them.
-BENCH_PACKAGES := wrk strace
+# What `make bench` needs on top: wrk (the stand-in's own capacity), GNU
+# time (wrk's CPU) and strace (idle wake-ups). Kept apart so that `make
+# test` does not need them.
+BENCH_PACKAGES := wrk strace time
 BENCH_DIR := build-release
 
 # Extra environment for the specs.

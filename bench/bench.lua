@@ -196,10 +196,10 @@ local function load_run(opts)
     core.sleep(0.3) -- past start-up: the first poll, the idle state
     local idle = memory(host.pid)
     local s0 = stats(api)
-    local cpu0 = cpu_ms(host.pid)
+    local cpu0, api_cpu0 = cpu_ms(host.pid), cpu_ms(api.process.pid)
     local first = enqueue_bulk(api, opts.command, opts.n)
     local s1, t_end = wait_done(api, opts.n, opts.timeout or 120)
-    local cpu1 = cpu_ms(host.pid)
+    local cpu1, api_cpu1 = cpu_ms(host.pid), cpu_ms(api.process.pid)
     local done = memory(host.pid)
     local a = api:action(first)
     assert(a.result and a.result.event == "Echoed",
@@ -210,6 +210,8 @@ local function load_run(opts)
     return {
       actions_per_s = opts.n / seconds,
       cpu_ms_per_1k = (cpu1 - cpu0) / opts.n * 1000,
+      -- the stand-in's share (with this script's progress polls)
+      api_cpu_ms_per_1k = (api_cpu1 - api_cpu0) / opts.n * 1000,
       connections_per_1k = (s1.connections - s0.connections) / opts.n * 1000,
       takes_per_action = (s1.takes - s0.takes) / opts.n,
       idle = idle, ["end"] = done,
@@ -226,6 +228,7 @@ local function summarise(runs)
   return {
     actions_per_s = round(median_of(runs, "actions_per_s")),
     cpu_ms_per_1k = round(median_of(runs, "cpu_ms_per_1k"), 1),
+    api_cpu_ms_per_1k = round(median_of(runs, "api_cpu_ms_per_1k"), 1),
     connections_per_1k = round(median_of(runs, "connections_per_1k"), 2),
     takes_per_action = round(median_of(runs, "takes_per_action"), 3),
     memory_idle = { vmrss_kb = mem("idle", "vmrss_kb"),
@@ -391,15 +394,23 @@ end
 
 --- The stand-in's own capacity ------------------------------------------------
 
-local function wrk(url, script)
+--- Runs wrk against url; returns requests/s and the CPU per request, in
+-- microseconds, of wrk itself (GNU time) and of the stand-in (pid).
+local function wrk(url, script, pid)
   local command = "wrk " .. WRK_ARGS .. (script and " -s " .. script or "")
-    .. " " .. url .. " 2>&1"
-  local text = sh(command)
+    .. " " .. url
+  local cpu0 = cpu_ms(pid)
+  local text = sh("/usr/bin/time -f 'wrk-cpu %U %S' " .. command .. " 2>&1")
+  local api_ms = cpu_ms(pid) - cpu0
   local rate = tonumber(text:match("Requests/sec:%s*([%d.]+)"))
-  assert(rate, "no Requests/sec from `" .. command .. "`:\n" .. text)
+  local count = tonumber(text:match("(%d+) requests in"))
+  local user, sys = text:match("wrk%-cpu ([%d.]+) ([%d.]+)")
+  assert(rate and count and user,
+    "no Requests/sec from `" .. command .. "`:\n" .. text)
   local bad = tonumber(text:match("Non%-2xx or 3xx responses:%s*(%d+)")) or 0
   assert(bad == 0, bad .. " non-2xx answers from `" .. command .. "`")
-  return rate
+  return rate, (tonumber(user) + tonumber(sys)) * 1e6 / count,
+    api_ms * 1000 / count
 end
 
 local function bench_standin(report)
@@ -407,16 +418,17 @@ local function bench_standin(report)
   local f = assert(io.open(script, "w"))
   f:write('wrk.method = "POST"\n')
   f:close()
-  local take, discovery = {}, {}
+  local take, discovery, wrk_us, api_us = {}, {}, {}, {}
   local ok, err = pcall(function()
     for i = 1, RUNS do
       session({ FLYTE_OUTBOX = "off" }, function(api, host)
         -- the pack stays registered with the stand-in; the host goes, so
         -- that only wrk talks to it
         host:stop()
-        take[i] = wrk(api.url .. "/v1/packs/" .. PACK_ID .. "/actions/take",
-          script)
-        discovery[i] = wrk(api.url .. "/v1")
+        local pid = api.process.pid
+        take[i], wrk_us[i], api_us[i] = wrk(api.url .. "/v1/packs/" .. PACK_ID
+          .. "/actions/take", script, pid)
+        discovery[i] = wrk(api.url .. "/v1", nil, pid)
       end)
     end
   end)
@@ -426,6 +438,9 @@ local function bench_standin(report)
   report.standin = {
     wrk = "wrk " .. WRK_ARGS, runs = RUNS,
     take_empty_requests_per_s = round(take_rps),
+    -- CPU per take request, in microseconds: wrk's own and the stand-in's
+    wrk_cpu_us_per_request = round(median(wrk_us), 1),
+    api_cpu_us_per_request = round(median(api_us), 1),
     discovery_requests_per_s = round(median(discovery)),
     -- an action costs the stand-in a take and a result
     actions_per_s_ceiling = round(take_rps / 2),
@@ -590,9 +605,12 @@ local function print_report(r)
     print()
     print("THROUGHPUT  actions queued at once; outbox off, log warn unless said;")
     print("            timed from the first take to the last result; "
-      .. "CPU = user+sys of flyte-host alone")
-    print(string.format("  %-28s %7s %9s %13s %9s %8s %9s", "", "actions",
-      "actions/s", "(runs: range)", "CPU ms/1k", "conns/1k", "takes/act"))
+      .. "CPU = user+sys of flyte-host alone,")
+    print("            API = of the stand-in (serving the host and this "
+      .. "script's progress polls)")
+    print(string.format("  %-28s %7s %9s %13s %9s %9s %8s %9s", "", "actions",
+      "actions/s", "(runs: range)", "CPU ms/1k", "API ms/1k", "conns/1k",
+      "takes/act"))
     for _, case in ipairs(THROUGHPUT) do
       local t = r.throughput[case.key]
       if t then
@@ -602,9 +620,10 @@ local function print_report(r)
         end
         local note = t.ideal_actions_per_s
           and string.format("  (at most %d)", t.ideal_actions_per_s) or ""
-        print(string.format("  %-28s %7d %9s %13s %9s %8s %9s%s", case.label,
-          t.actions, fmt(t.actions_per_s), low .. "-" .. high,
-          fmt(t.cpu_ms_per_1k, "%.1f"), fmt(t.connections_per_1k, "%.2f"),
+        print(string.format("  %-28s %7d %9s %13s %9s %9s %8s %9s%s",
+          case.label, t.actions, fmt(t.actions_per_s), low .. "-" .. high,
+          fmt(t.cpu_ms_per_1k, "%.1f"), fmt(t.api_cpu_ms_per_1k, "%.1f"),
+          fmt(t.connections_per_1k, "%.2f"),
           fmt(t.takes_per_action, "%.2f"), note))
       end
     end
@@ -693,6 +712,8 @@ local function print_report(r)
     print(string.format("  %-30s %10d", "GET /v1", s.discovery_requests_per_s))
     print(string.format("  an action costs it 2 requests (take + result): "
       .. "about %d actions/s at most", s.actions_per_s_ceiling))
+    print(string.format("  CPU per take request: wrk %.1f us, the stand-in "
+      .. "%.1f us", s.wrk_cpu_us_per_request, s.api_cpu_us_per_request))
   end
 
   if r.floor then
@@ -719,8 +740,8 @@ local function print_report(r)
     print(string.format("  %-62s %7.1f ms", "  so an action's two requests "
       .. "through libcurl, per 1,000", f.libcurl_us_per_request * 2))
     if w4 then
-      print(string.format("  %-62s %7.1f ms", "  so flyte-host's own CPU per "
-        .. "1,000 actions (4 workers), above that",
+      print(string.format("  %-62s %7.1f ms", "  so flyte-host's own CPU "
+        .. "above that (4 workers), per 1,000",
         w4.cpu_ms_per_1k - f.libcurl_us_per_request * 2))
     end
   end
