@@ -147,11 +147,14 @@ static char *dump(json_t *j) {
 static char *details(flyte_host *h) {
   json_t *in_flight = json_object();
   flyte_metrics_in_flight_json(h->metrics, in_flight);
+  char last_poll[40] = "";
   pthread_mutex_lock(&h->mu);
+  if (h->last_poll.tv_sec != 0)
+    flyte_time_rfc3339_at(last_poll, sizeof last_poll, 3, &h->last_poll);
   json_t *d = json_pack(
       "{s:b, s:s?, s:s?, s:o, s:{s:s, s:s?, s:s?}, s:b}", "registered",
       h->registered, "last_api_error", h->last_error[0] ? h->last_error : NULL,
-      "last_poll", h->last_poll[0] ? h->last_poll : NULL, "in_flight",
+      "last_poll", last_poll[0] ? last_poll : NULL, "in_flight",
       in_flight, "last_reload", "outcome",
       h->reload_at[0] ? (h->reload_error[0] ? "failure" : "success") : "none",
       "at", h->reload_at[0] ? h->reload_at : NULL, "error",

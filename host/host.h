@@ -63,7 +63,8 @@ struct flyte_host {
   int registered;     /* api_pack is valid */
   int need_register;  /* the API forgot the pack (404): register again */
   int denied;         /* consecutive 401/403 answers to takes */
-  char last_poll[40]; /* when a take last got an answer (RFC 3339) */
+  struct timespec last_poll; /* when a take last got an answer (REALTIME;
+                                 0: never); formatted only for /details */
   char last_error[512];
 
   /* polling (under mu) */

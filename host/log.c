@@ -42,16 +42,21 @@ int flyte_log_level_parse(const char *name) {
   return -1;
 }
 
-void flyte_time_rfc3339(char *buf, size_t n, int digits) {
-  struct timespec ts;
+void flyte_time_rfc3339_at(char *buf, size_t n, int digits,
+                           const struct timespec *ts) {
   struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
+  gmtime_r(&ts->tv_sec, &tm);
   size_t len = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
   if (digits == 6)
-    snprintf(buf + len, n - len, ".%06ldZ", ts.tv_nsec / 1000);
+    snprintf(buf + len, n - len, ".%06ldZ", ts->tv_nsec / 1000);
   else
-    snprintf(buf + len, n - len, ".%03ldZ", ts.tv_nsec / 1000000);
+    snprintf(buf + len, n - len, ".%03ldZ", ts->tv_nsec / 1000000);
+}
+
+void flyte_time_rfc3339(char *buf, size_t n, int digits) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  flyte_time_rfc3339_at(buf, n, digits, &ts);
 }
 
 /* Appends " key=value" to a text line, quoting values with spaces. */

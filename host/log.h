@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <time.h>
 
 typedef enum {
   FLYTE_LOG_DEBUG = 0,
@@ -52,6 +53,9 @@ void flyte_log_json_fields(flyte_log_level level, const char *msg,
 /* Writes the current time as RFC 3339 UTC with `digits` (3 or 6) of
  * fractional seconds: 2026-11-28T20:02:34.123456Z. */
 void flyte_time_rfc3339(char *buf, size_t n, int digits);
+/* The same for a CLOCK_REALTIME time taken earlier. */
+void flyte_time_rfc3339_at(char *buf, size_t n, int digits,
+                           const struct timespec *ts);
 
 /* Milliseconds since the process started (CLOCK_MONOTONIC, read at the
  * first call, which main makes first thing). */

@@ -67,7 +67,7 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err,
   switch (r) {
   case FLYTE_TAKE_ACTION:
     h->denied = 0;
-    flyte_time_rfc3339(h->last_poll, sizeof h->last_poll, 3);
+    clock_gettime(CLOCK_REALTIME, &h->last_poll);
     if (!h->hot) {
       h->hot = 1;
       pthread_cond_broadcast(&h->cond); /* more may be waiting: all take */
@@ -76,7 +76,7 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err,
     return;
   case FLYTE_TAKE_NONE:
     h->denied = 0;
-    flyte_time_rfc3339(h->last_poll, sizeof h->last_poll, 3);
+    clock_gettime(CLOCK_REALTIME, &h->last_poll);
     break;
   case FLYTE_TAKE_UNKNOWN_PACK:
     if (h->registered) {
