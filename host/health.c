@@ -69,12 +69,13 @@ flyte_health *flyte_health_start(int port, flyte_health_fn fn, void *ud,
   h->ud = ud;
   h->daemon = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-          MHD_USE_DUAL_STACK,
+          MHD_USE_POLL | MHD_USE_DUAL_STACK,
       (uint16_t)port, NULL, NULL, answer, h, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)30, MHD_OPTION_END);
   if (h->daemon == NULL) /* no IPv6 here? try IPv4 alone */
     h->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+            MHD_USE_POLL,
         (uint16_t)port, NULL, NULL, answer, h, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)30, MHD_OPTION_END);
   if (h->daemon == NULL) {

@@ -1488,7 +1488,7 @@ flyte_standin *flyte_standin_start(const flyte_standin_opts *opts, char *err,
   pthread_condattr_destroy(&ca);
   s->daemon = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-          MHD_USE_ERROR_LOG,
+          MHD_USE_POLL | MHD_USE_ERROR_LOG,
       (uint16_t)opts->port, NULL, NULL, on_request, s,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

@@ -1,5 +1,5 @@
 -- Bounds that keep a misbehaving API or pack from taking the host down:
--- the event queue, health checks that hang.
+-- the event queue, health checks that hang, a pack holding many files.
 local testing = require "flyte.testing"
 local flyte = require "flyte"
 
@@ -35,5 +35,36 @@ describe("bounds", function()
     assert.same({ healthy = false, status = "check timed out after 5 s" },
       flyte.json.decode(body).Hangs)
     assert.is_true(core.monotime() - t0 < 8)
+  end)
+end)
+
+describe("a host with more than 1024 files open", function()
+  -- select() cannot watch a descriptor past 1023: the health server must
+  -- not use it. Each of the host's three states holds 1,100 files.
+  local p = assert(io.popen("ulimit -n"))
+  local limit = p:read("a")
+  p:close()
+  if limit:match("unlimited") == nil and (tonumber(limit) or 0) < 4000 then
+    pending("needs `ulimit -n` of 4000 or more (it is " .. limit:gsub("%s", "") .. ")")
+    return
+  end
+  local api, host
+
+  lazy_setup(function()
+    api = testing.api()
+    host = testing.host("spec/fixtures/host/many_files.lua", api,
+      { FLYTE_OUTBOX = "off", FLYTE_WORKERS = 1 })
+    api:wait_registration()
+  end)
+
+  lazy_teardown(function()
+    host:stop()
+    api:stop()
+  end)
+
+  it("still answers health checks and actions", function()
+    local status, body = testing.get(host.health_url)
+    assert.equal(200, status, body)
+    assert.same({ held = 1100 }, api:wait_result(api:enqueue("count", {})).payload)
   end)
 end)
