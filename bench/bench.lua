@@ -186,8 +186,22 @@ end
 
 --- Throughput, CPU, connections, memory -----------------------------------------
 
+local FLOOR = (BINARY:match("^(.*)/[^/]*$") or ".") .. "/flyte-bench-floor"
+local FLOOR_REQUESTS = 20000
+local FLOOR_PAIRED = 5000 -- requests after each throughput run that has one
+
+local function floor_json(args)
+  local text = sh(FLOOR .. " " .. args)
+  local value = flyte.json.decode(text)
+  assert(value, "no JSON from " .. FLOOR .. " " .. args .. ": " .. text)
+  return value
+end
+
 --- One run: `n` copies of `command` queued at once. opts: workers, command,
--- n, outbox (true: the default outbox, with fsync), log (level).
+-- n, outbox (true: the default outbox, with fsync), log (level), floor
+-- (true: then the libcurl floor against the same stand-in, at once, so
+-- that the two figures share the machine's moment; it swings by a third
+-- within minutes on a shared VM).
 local function load_run(opts)
   local settings = { FLYTE_WORKERS = opts.workers,
     FLYTE_LOG_LEVEL = opts.log or "warn" }
@@ -204,6 +218,11 @@ local function load_run(opts)
     local a = api:action(first)
     assert(a.result and a.result.event == "Echoed",
       "action " .. first .. " ended with " .. flyte.json.encode(a.result or {}))
+    local floor_us
+    if opts.floor then -- the queue is empty now: these takes find nothing
+      floor_us = floor_json(string.format("http %s/v1/packs/%s/actions/take %d",
+        api.url, PACK_ID, FLOOR_PAIRED)).libcurl_us
+    end
     -- from the first take: the host may be in a poll wait (0.5 s) when the
     -- load arrives, which is not the host's speed
     local seconds = t_end - a.times.taken
@@ -212,6 +231,7 @@ local function load_run(opts)
       cpu_ms_per_1k = (cpu1 - cpu0) / opts.n * 1000,
       -- the stand-in's share (with this script's progress polls)
       api_cpu_ms_per_1k = (api_cpu1 - api_cpu0) / opts.n * 1000,
+      floor_ms_per_1k = floor_us and floor_us * 2,
       connections_per_1k = (s1.connections - s0.connections) / opts.n * 1000,
       takes_per_action = (s1.takes - s0.takes) / opts.n,
       idle = idle, ["end"] = done,
@@ -229,6 +249,14 @@ local function summarise(runs)
     actions_per_s = round(median_of(runs, "actions_per_s")),
     cpu_ms_per_1k = round(median_of(runs, "cpu_ms_per_1k"), 1),
     api_cpu_ms_per_1k = round(median_of(runs, "api_cpu_ms_per_1k"), 1),
+    -- an action's two requests through libcurl alone, measured right after
+    -- each run, and the host's CPU above that, run by run
+    floor_ms_per_1k = round(median_of(runs, "floor_ms_per_1k"), 1),
+    own_cpu_ms_per_1k = runs[1].floor_ms_per_1k and round(median((function()
+      local t = {}
+      for i, r in ipairs(runs) do t[i] = r.cpu_ms_per_1k - r.floor_ms_per_1k end
+      return t
+    end)()), 1),
     connections_per_1k = round(median_of(runs, "connections_per_1k"), 2),
     takes_per_action = round(median_of(runs, "takes_per_action"), 3),
     memory_idle = { vmrss_kb = mem("idle", "vmrss_kb"),
@@ -246,9 +274,9 @@ end
 
 local THROUGHPUT = {
   { key = "echo_w1", label = "echo, 1 worker", workers = 1, command = "echo",
-    n = ECHO_N },
+    n = ECHO_N, floor = true },
   { key = "echo_w4", label = "echo, 4 workers", workers = 4, command = "echo",
-    n = ECHO_N },
+    n = ECHO_N, floor = true },
   { key = "echo_w16", label = "echo, 16 workers", workers = 16,
     command = "echo", n = ECHO_N },
   { key = "echo_w4_outbox_on", label = "echo, 4 workers, outbox on",
@@ -448,16 +476,6 @@ local function bench_standin(report)
 end
 
 --- Floors: what the libraries and the machine cost any host ------------------
-
-local FLOOR = (BINARY:match("^(.*)/[^/]*$") or ".") .. "/flyte-bench-floor"
-local FLOOR_REQUESTS = 20000
-
-local function floor_json(args)
-  local text = sh(FLOOR .. " " .. args)
-  local value = flyte.json.decode(text)
-  assert(value, "no JSON from " .. FLOOR .. " " .. args .. ": " .. text)
-  return value
-end
 
 --- bench/floor.c: RssAnon of a process that has only loaded and set up the
 -- host's libraries, and client CPU per request to the stand-in through
@@ -739,10 +757,16 @@ local function print_report(r)
       .. "one recv)", f.socket_us_per_request))
     print(string.format("  %-62s %7.1f ms", "  so an action's two requests "
       .. "through libcurl, per 1,000", f.libcurl_us_per_request * 2))
-    if w4 then
-      print(string.format("  %-62s %7.1f ms", "  so flyte-host's own CPU "
-        .. "above that (4 workers), per 1,000",
-        w4.cpu_ms_per_1k - f.libcurl_us_per_request * 2))
+    local t = r.throughput or {}
+    for _, k in ipairs { { "echo_w1", "1 worker" }, { "echo_w4", "4 workers" } } do
+      local row = t[k[1]]
+      if row and row.own_cpu_ms_per_1k then
+        print(string.format("  %-62s %7.1f ms", "  flyte-host's CPU per 1,000 "
+          .. "actions above libcurl's, " .. k[2], row.own_cpu_ms_per_1k))
+        print(string.format("    (%.1f ms in all, the libcurl floor %.1f ms "
+          .. "measured right after each run)", row.cpu_ms_per_1k,
+          row.floor_ms_per_1k))
+      end
     end
   end
 
