@@ -739,20 +739,20 @@ local function print_report(r)
     print()
     print("FLOORS  what the libraries and this machine cost any host "
       .. "(bench/floor.c)")
-    print(string.format("  %-62s %7d kB", "RssAnon of a process that only "
+    print(string.format("  %-62s %7.0f kB", "RssAnon of a process that only "
       .. "loads and sets up the libraries", f.libraries_rssanon_kb))
     local w4 = r.throughput and r.throughput.echo_w4
     if w4 then
-      print(string.format("  %-62s %7d kB", "  so flyte-host's own, idle, 4 "
+      print(string.format("  %-62s %7.0f kB", "  so flyte-host's own, idle, 4 "
         .. "workers", w4.memory_idle.rssanon_kb - f.libraries_rssanon_kb))
-      print(string.format("  %-62s %7d kB", "  so flyte-host's own, after "
+      print(string.format("  %-62s %7.0f kB", "  so flyte-host's own, after "
         .. w4.actions .. " actions, 4 workers",
         w4.memory_end.rssanon_kb - f.libraries_rssanon_kb))
     end
-    print(string.format("  client CPU per request to the stand-in (take, "
-      .. "204; %d requests):", f.requests))
-    print(string.format("  %-62s %7.1f us", "  through libcurl, driven as "
-      .. "host/http.c drives it", f.libcurl_us_per_request))
+    print(string.format("  client CPU per request to the stand-in (an empty "
+      .. "take: 204; %d requests):", f.requests))
+    print(string.format("  %-62s %7.1f us", "  through the host's own client "
+      .. "(host/http.c, libcurl)", f.libcurl_us_per_request))
     print(string.format("  %-62s %7.1f us", "  over a bare socket (one send, "
       .. "one recv)", f.socket_us_per_request))
     print(string.format("  %-62s %7.1f ms", "  so an action's two requests "
@@ -762,7 +762,7 @@ local function print_report(r)
       local row = t[k[1]]
       if row and row.own_cpu_ms_per_1k then
         print(string.format("  %-62s %7.1f ms", "  flyte-host's CPU per 1,000 "
-          .. "actions above libcurl's, " .. k[2], row.own_cpu_ms_per_1k))
+          .. "actions above that, at most, " .. k[2], row.own_cpu_ms_per_1k))
         print(string.format("    (%.1f ms in all, the libcurl floor %.1f ms "
           .. "measured right after each run)", row.cpu_ms_per_1k,
           row.floor_ms_per_1k))

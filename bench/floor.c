@@ -3,21 +3,26 @@
  *
  *   flyte-bench-floor memory
  *     RssAnon, in kB, of a process that has loaded the host's libraries
- *     (libcurl and what it pulls in, libmicrohttpd, Lua, jansson) and set
- *     them up as the host does, and nothing else: relocated library data
- *     and the TLS stacks' start-up allocations count as RssAnon.
+ *     (libcurl and what it pulls in, libmicrohttpd, Lua, jansson),
+ *     initialised libcurl and opened one Lua state, and nothing else:
+ *     relocated library data and the TLS stacks' start-up allocations
+ *     count as RssAnon.
  *
  *   flyte-bench-floor http URL N
  *     CPU (user + sys) per request of N POSTs of "{}" to URL (the
- *     stand-in's take route, answering 204), first through libcurl driven
- *     as host/http.c drives it, then over a bare kept-alive socket that
- *     writes the request and reads the answer with one syscall each.
+ *     stand-in's take route on an empty queue, answering 204), first
+ *     through the host's own client (host/http.c, on libcurl), then over
+ *     a bare kept-alive socket that writes the request and reads the
+ *     answer with a syscall each. An empty take is lighter than an
+ *     action's take and result, so this is a lower bound.
  *
  * Prints one JSON object on stdout.
  */
 #define _GNU_SOURCE
 #include <curl/curl.h>
 #include <jansson.h>
+
+#include "../host/http.h"
 #include <lauxlib.h>
 #include <lualib.h>
 #include <microhttpd.h>
@@ -62,43 +67,33 @@ static int memory(void) {
   return 0;
 }
 
-static size_t discard(char *p, size_t size, size_t n, void *ud) {
-  (void)p, (void)ud;
-  return size * n;
-}
-
-/* CPU per request through libcurl: one easy handle on a multi handle,
- * reused (as host/http.c). */
+/* CPU per request through the host's own HTTP client (host/http.c, on
+ * libcurl): one client, its connection reused. Returns -1 unless every
+ * answer is a 204. */
 static double with_curl(const char *url, long n) {
-  CURL *c = curl_easy_init();
-  CURLM *m = curl_multi_init();
-  struct curl_slist *headers =
-      curl_slist_append(NULL, "Content-Type: application/json");
-  headers = curl_slist_append(headers, "Expect:");
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{}");
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-  curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  flyte_http_opts opts = {NULL, 0, 10000, 0, NULL};
+  flyte_http *h = flyte_http_new(&opts);
+  if (h == NULL) return -1;
+  flyte_http_req req = {"POST", url, "{}", 2, NULL, 0, 1, 0};
+  flyte_http_resp resp;
   double start = 0;
   for (long i = -1; i < n; i++) { /* the first one connects: not counted */
     if (i == 0) start = cpu_seconds();
-    curl_multi_add_handle(m, c);
-    int running = 1;
-    while (curl_multi_perform(m, &running) == CURLM_OK && running)
-      curl_multi_wait(m, NULL, 0, 1000, NULL);
-    curl_multi_remove_handle(m, c);
+    if (flyte_http_request(h, &req, &resp) != 0 || resp.status != 204) {
+      fprintf(stderr, "flyte-bench-floor: %s: %s (HTTP %ld)\n", url,
+              resp.error[0] ? resp.error : "not a 204", resp.status);
+      flyte_http_free(h);
+      return -1;
+    }
   }
   double spent = cpu_seconds() - start;
-  curl_multi_cleanup(m);
-  curl_easy_cleanup(c);
-  curl_slist_free_all(headers);
+  flyte_http_free(h);
   return spent / (double)n;
 }
 
 /* CPU per request over a bare socket: the request written in one send,
- * the answer (headers only, as a 204 has) read with one recv. */
+ * the answer (headers only, as a 204 has) read with one recv, or more if
+ * it came in pieces. Returns -1 unless every answer is a 204. */
 static double with_socket(const char *url, long n) {
   CURLU *u = curl_url();
   char *host = NULL, *port = NULL, *path = NULL;
@@ -132,8 +127,17 @@ static double with_socket(const char *url, long n) {
   char answer[4096];
   double start = cpu_seconds();
   for (long i = 0; i < n; i++) {
-    if (send(fd, request, (size_t)len, MSG_NOSIGNAL) != len ||
-        recv(fd, answer, sizeof answer, 0) <= 0) {
+    if (send(fd, request, (size_t)len, MSG_NOSIGNAL) != len) break;
+    size_t got = 0;
+    ssize_t r;
+    while ((r = recv(fd, answer + got, sizeof answer - 1 - got, 0)) > 0) {
+      got += (size_t)r;
+      answer[got] = '\0';
+      if (strstr(answer, "\r\n\r\n") || got == sizeof answer - 1) break;
+    }
+    if (r <= 0 || strncmp(answer, "HTTP/1.1 204", 12) != 0) {
+      fprintf(stderr, "flyte-bench-floor: %s: not a 204: %.40s\n", url,
+              got ? answer : "(nothing)");
       close(fd);
       return -1;
     }
@@ -147,16 +151,13 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "memory") == 0) return memory();
   if (argc == 4 && strcmp(argv[1], "http") == 0) {
     long n = atol(argv[3]);
-    if (n <= 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 2;
+    if (n <= 0 || flyte_http_global_init() != 0) return 2;
     double curl_s = with_curl(argv[2], n);
-    double socket_s = with_socket(argv[2], n);
-    if (socket_s < 0) {
-      fprintf(stderr, "flyte-bench-floor: cannot talk to %s\n", argv[2]);
-      return 1;
-    }
+    double socket_s = curl_s < 0 ? -1 : with_socket(argv[2], n);
+    if (socket_s < 0) return 1;
     printf("{\"requests\": %ld, \"libcurl_us\": %.2f, \"socket_us\": %.2f}\n",
            n, curl_s * 1e6, socket_s * 1e6);
-    curl_global_cleanup();
+    flyte_http_global_cleanup();
     return 0;
   }
   fprintf(stderr, "usage: flyte-bench-floor memory | http URL N\n");

@@ -108,6 +108,9 @@ flyte_http *flyte_http_new(const flyte_http_opts *opts) {
   h->curl = curl_easy_init();
   h->multi = curl_multi_init();
   if (h->curl == NULL || h->multi == NULL) goto fail;
+  /* the connections kept for reuse: curl_easy_perform's number */
+  if (curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 5L) != CURLM_OK)
+    goto fail;
   if (opts->bearer && opts->bearer[0]) {
     size_t n = strlen(opts->bearer) + sizeof "Authorization: Bearer ";
     h->auth_header = malloc(n);
@@ -180,27 +183,32 @@ void flyte_http_free(flyte_http *h) {
 
 long flyte_http_connects(const flyte_http *h) { return h->connects; }
 
-static CURLcode multi_error(CURLMcode mc) {
-  return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
-}
-
 /* curl_easy_perform without its poll before the first step: runs the
- * transfer on the client's multi handle until it is done. The waits are
- * capped at a second, so the progress callback (and with it a cancel) runs
- * as often as under curl_easy_perform. */
-static CURLcode perform(flyte_http *h) {
+ * transfer on the client's multi handle until it is done. curl_multi_poll
+ * waits (as easy_perform's does) even when libcurl has no socket to watch,
+ * and for a second at most, so the progress callback (and with it a
+ * cancel) runs as often as under curl_easy_perform. Returns the transfer's
+ * result; when the multi handle itself fails, *mc says how. */
+static CURLcode perform(flyte_http *h, CURLMcode *mc) {
   CURLM *m = h->multi;
-  CURLMcode mc = curl_multi_add_handle(m, h->curl);
-  if (mc != CURLM_OK) return multi_error(mc);
+  *mc = curl_multi_add_handle(m, h->curl);
+  if (*mc == CURLM_ADDED_ALREADY) { /* a failed remove: take it out again */
+    curl_multi_remove_handle(m, h->curl);
+    *mc = curl_multi_add_handle(m, h->curl);
+  }
+  if (*mc != CURLM_OK) return CURLE_FAILED_INIT;
   int running = 1;
-  while ((mc = curl_multi_perform(m, &running)) == CURLM_OK && running)
-    if ((mc = curl_multi_wait(m, NULL, 0, 1000, NULL)) != CURLM_OK) break;
-  CURLcode cc = mc == CURLM_OK ? CURLE_OK : multi_error(mc);
+  while ((*mc = curl_multi_perform(m, &running)) == CURLM_OK && running)
+    if ((*mc = curl_multi_poll(m, NULL, 0, 1000, NULL)) != CURLM_OK) break;
+  /* only a DONE message says how the transfer ended */
+  CURLcode cc = CURLE_FAILED_INIT;
   int left;
   CURLMsg *msg;
   while ((msg = curl_multi_info_read(m, &left)) != NULL)
-    if (msg->msg == CURLMSG_DONE && cc == CURLE_OK) cc = msg->data.result;
-  curl_multi_remove_handle(m, h->curl);
+    if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->curl)
+      cc = msg->data.result;
+  CURLMcode removed = curl_multi_remove_handle(m, h->curl);
+  if (*mc == CURLM_OK) *mc = removed;
   return cc;
 }
 
@@ -262,12 +270,17 @@ int flyte_http_request(flyte_http *h, const flyte_http_req *req,
       goto setopt_failed;
   }
 
-  cc = perform(h);
+  CURLMcode mc;
+  cc = perform(h, &mc);
   long connects = 0;
-  if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+  if (cc != CURLE_FAILED_INIT &&
+      curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
     h->connects += connects;
   if (cc != CURLE_OK) {
-    if (h->body.overflow)
+    if (mc != CURLM_OK)
+      snprintf(resp->error, sizeof resp->error, "libcurl: %s",
+               curl_multi_strerror(mc));
+    else if (h->body.overflow)
       snprintf(resp->error, sizeof resp->error,
                "response body larger than %zu bytes", h->body.max - 1);
     else if (cc == CURLE_ABORTED_BY_CALLBACK)

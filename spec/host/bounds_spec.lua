@@ -40,7 +40,8 @@ end)
 
 describe("a host with more than 1024 files open", function()
   -- select() cannot watch a descriptor past 1023: the health server must
-  -- not use it. Each of the host's three states holds 1,100 files.
+  -- not use it. Each of the host's two states (one worker, one for health
+  -- checks) holds 1,100 files.
   local p = assert(io.popen("ulimit -n"))
   local limit = p:read("a")
   p:close()
