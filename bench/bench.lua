@@ -761,8 +761,8 @@ local function print_report(r)
     for _, k in ipairs { { "echo_w1", "1 worker" }, { "echo_w4", "4 workers" } } do
       local row = t[k[1]]
       if row and row.own_cpu_ms_per_1k then
-        print(string.format("  %-62s %7.1f ms", "  flyte-host's CPU per 1,000 "
-          .. "actions above that, at most, " .. k[2], row.own_cpu_ms_per_1k))
+        print(string.format("  %-62s %7.1f ms", "  flyte-host's own per 1,000, "
+          .. "above that (at most), " .. k[2], row.own_cpu_ms_per_1k))
         print(string.format("    (%.1f ms in all, the libcurl floor %.1f ms "
           .. "measured right after each run)", row.cpu_ms_per_1k,
           row.floor_ms_per_1k))
