@@ -165,8 +165,9 @@ static char *details(flyte_host *h) {
 }
 
 static char *metrics(flyte_host *h) {
-  flyte_metrics_gauges g = {h->nworkers, 0, 0, 0};
-  for (int i = 0; i < h->nworkers; i++)
+  int n = atomic_load(&h->nworkers);
+  flyte_metrics_gauges g = {n, 0, 0, 0};
+  for (int i = 0; i < n; i++)
     g.workers_busy += atomic_load(&h->workers[i].slot) == SLOT_RUNNING;
   flyte_events_gauges(h, &g.queue_depth, &g.queue_oldest_seconds);
   return flyte_metrics_render(h->metrics, &g);
@@ -506,7 +507,7 @@ static int start_workers_locked(flyte_host *h) {
       flyte_error("cannot start worker %d", i + 1);
       return -1;
     }
-    h->nworkers++;
+    atomic_fetch_add(&h->nworkers, 1); /* after workers[i] is set up */
   }
   return 0;
 }

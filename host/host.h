@@ -89,7 +89,9 @@ struct flyte_host {
   pthread_t reloader;
   int reloader_running;
 
-  int nworkers;
+  /* workers started so far: the health thread reads it (and workers[0..n))
+   * while the main thread or the reloader starts the pool */
+  atomic_int nworkers;
   flyte_worker *workers;
   int observe_running;
   pthread_t observe;

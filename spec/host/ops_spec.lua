@@ -48,7 +48,7 @@ describe("operating a pack", function()
   end
 
   it("serves /metrics in the Prometheus text format with HELP and TYPE lines", function()
-    local samples, types, helps = scrape()
+    local _, types, helps = scrape()
     for _, family in ipairs { "flyte_actions_taken_total", "flyte_actions_completed_total",
         "flyte_handler_duration_seconds", "flyte_api_requests_total",
         "flyte_api_request_duration_seconds", "flyte_events_sent_total",
@@ -60,7 +60,11 @@ describe("operating a pack", function()
       assert.truthy(helps[family], "no HELP for " .. family)
     end
     assert.equal("histogram", types.flyte_handler_duration_seconds)
-    assert.equal(2, samples.flyte_workers)
+    -- the pool starts once the pack is registered: wait for it
+    local samples = testing.wait(function()
+      local now = scrape()
+      return now.flyte_workers == 2 and now
+    end, 10, "2 workers in /metrics")
     assert.equal(1, samples.flyte_registrations_total)
     assert.equal(1, samples['flyte_build_info{version="0.1.0",lua="Lua 5.4.4"}'])
   end)
