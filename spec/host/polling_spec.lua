@@ -34,6 +34,18 @@ describe("polling", function()
     end
   end)
 
+  it("keeps its connection alive: actions open no new ones", function()
+    host = testing.host("spec/fixtures/host/cases.lua", api, { FLYTE_WORKERS = 1 })
+    api:wait_registration()
+    -- once an action is done the worker has its connection
+    assert.same(0, api:wait_result(api:enqueue("echo", 0)).payload)
+    local before = api:state().connections
+    local ids = {}
+    for i = 1, 30 do ids[i] = api:enqueue("echo", i) end
+    for i = 1, 30 do assert.same(i, api:wait_result(ids[i]).payload) end
+    assert.equal(before, api:state().connections)
+  end)
+
   it("never takes an action while no worker is free", function()
     host = testing.host("spec/fixtures/host/cases.lua", api, { FLYTE_WORKERS = 1 })
     api:wait_registration()
