@@ -151,7 +151,12 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "memory") == 0) return memory();
   if (argc == 4 && strcmp(argv[1], "http") == 0) {
     long n = atol(argv[3]);
-    if (n <= 0 || flyte_http_global_init() != 0) return 2;
+    if (n <= 0) {
+      fprintf(stderr, "flyte-bench-floor: N must be a whole number above 0, "
+                      "not '%s'\n", argv[3]);
+      return 2;
+    }
+    if (flyte_http_global_init() != 0) return 1;
     double curl_s = with_curl(argv[2], n);
     double socket_s = curl_s < 0 ? -1 : with_socket(argv[2], n);
     if (socket_s < 0) return 1;

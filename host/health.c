@@ -67,17 +67,15 @@ flyte_health *flyte_health_start(int port, flyte_health_fn fn, void *ud,
   }
   h->fn = fn;
   h->ud = ud;
-  h->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-          MHD_USE_POLL | MHD_USE_DUAL_STACK,
-      (uint16_t)port, NULL, NULL, answer, h, MHD_OPTION_CONNECTION_TIMEOUT,
-      (unsigned)30, MHD_OPTION_END);
-  if (h->daemon == NULL) /* no IPv6 here? try IPv4 alone */
+  /* a thread per connection, so that a slow check holds up no other;
+   * poll(), since select() cannot watch a descriptor past 1023 */
+  const unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
+                         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+  for (int dual = 1; dual >= 0 && h->daemon == NULL; dual--) /* no IPv6? */
     h->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-            MHD_USE_POLL,
-        (uint16_t)port, NULL, NULL, answer, h, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)30, MHD_OPTION_END);
+        flags | (dual ? MHD_USE_DUAL_STACK : 0), (uint16_t)port, NULL, NULL,
+        answer, h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_END);
   if (h->daemon == NULL) {
     snprintf(err, errlen,
              "cannot listen on port %d for health checks (in use? set "
