@@ -6,6 +6,8 @@
  */
 #include "api.h"
 
+#include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,13 +78,146 @@ static double seconds_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* ---- where the token goes ---------------------------------------------
+ *
+ * Every request api.c sends carries the token (http.h adds it), so each
+ * goes only to an origin of the flyte-api: the root URL's (FLYTE_API), or
+ * one its discovery document names in its links. The list is the
+ * process's; discovery adds to it, nothing removes from it but a reset.
+ * Static storage: nothing to free at exit.
+ */
+
+#define MAX_ORIGINS 32
+#define ORIGIN_MAX 300
+
+static pthread_mutex_t origins_mu = PTHREAD_MUTEX_INITIALIZER;
+static char origins[MAX_ORIGINS][ORIGIN_MAX];
+static size_t norigins;
+
+static void lower(char *s) {
+  for (; *s; s++)
+    if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a');
+}
+
+/* "scheme://host:port" of an http or https URL, lower-cased, the port
+ * always given; parsed by libcurl, as the request itself will be (so that
+ * "http://api@evil/" is evil's). Returns 0, or -1 when the URL cannot be
+ * read or is not http(s). */
+static int origin_of(const char *url, char *out, size_t n) {
+  CURLU *u = url ? curl_url() : NULL;
+  char *scheme = NULL, *host = NULL, *port = NULL, *zone = NULL;
+  int rc = -1;
+  if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+          CURLUE_OK)
+    goto cleanup;
+  if (curl_url_get(u, CURLUPART_ZONEID, &zone, 0) != CURLUE_OK) zone = NULL;
+  lower(scheme);
+  lower(host);
+  if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+    goto cleanup;
+  size_t hl = strlen(host);
+  int k = zone && hl > 0 && host[hl - 1] == ']'
+              ? snprintf(out, n, "%s://%.*s%%25%s]:%s", scheme, (int)(hl - 1),
+                         host, zone, port)
+              : snprintf(out, n, "%s://%s:%s", scheme, host, port);
+  if (k > 0 && (size_t)k < n) rc = 0;
+cleanup:
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_free(zone);
+  curl_url_cleanup(u);
+  return rc;
+}
+
+int flyte_api_allow_url(const char *url) {
+  char o[ORIGIN_MAX];
+  int rc = 0;
+  if (origin_of(url, o, sizeof o) != 0) return -1;
+  pthread_mutex_lock(&origins_mu);
+  size_t i = 0;
+  while (i < norigins && strcmp(origins[i], o) != 0) i++;
+  if (i == norigins) {
+    if (norigins < MAX_ORIGINS)
+      memcpy(origins[norigins++], o, sizeof o);
+    else
+      rc = -1;
+  }
+  pthread_mutex_unlock(&origins_mu);
+  if (rc) flyte_warn("the flyte-api names more than %d origins: %s is not "
+                     "one the token goes to",
+                     MAX_ORIGINS, o);
+  return rc;
+}
+
+void flyte_api_origins_reset(void) {
+  pthread_mutex_lock(&origins_mu);
+  norigins = 0;
+  pthread_mutex_unlock(&origins_mu);
+}
+
+/* A URL as it may appear in a message: at most 200 bytes, control bytes
+ * as '?' (the URL may come from a body written by anyone). */
+static void printable(char *dst, size_t n, const char *url) {
+  size_t k = 0;
+  for (; url && url[k] && k < 200 && k + 1 < n; k++)
+    dst[k] = (unsigned char)url[k] < 0x20 || url[k] == 0x7f ? '?' : url[k];
+  dst[k] = '\0';
+}
+
+int flyte_api_url_allowed(const char *url, char *err, size_t errlen) {
+  char o[ORIGIN_MAX], shown[201], list[512] = "";
+  int known = origin_of(url, o, sizeof o) == 0;
+  size_t used = 0;
+  pthread_mutex_lock(&origins_mu);
+  for (size_t i = 0; i < norigins; i++) {
+    if (known && strcmp(origins[i], o) == 0) {
+      pthread_mutex_unlock(&origins_mu);
+      return 0;
+    }
+    if (used < sizeof list) {
+      int k = snprintf(list + used, sizeof list - used, "%s%s",
+                       i ? ", " : "", origins[i]);
+      used += k > 0 ? (size_t)k : 0;
+    }
+  }
+  pthread_mutex_unlock(&origins_mu);
+  printable(shown, sizeof shown, url);
+  if (!known)
+    snprintf(err, errlen,
+             "refused to send the token to '%s': not an http(s) URL with a "
+             "host (the flyte-api's origins: %s)",
+             shown, list[0] ? list : "none yet");
+  else
+    snprintf(err, errlen,
+             "refused to send the token to %s (link %s): not an origin of "
+             "the flyte-api (%s)",
+             o, shown, list[0] ? list : "none yet: discovery has not run");
+  return -1;
+}
+
+/* 0 when url may be sent the token; else -1, with the reason logged and in
+ * err (after `what: `). */
+static int check_url(const char *url, const char *what, char *err,
+                     size_t errlen) {
+  char why[1024];
+  if (flyte_api_url_allowed(url, why, sizeof why) == 0) return 0;
+  flyte_error("%s: %s", what, why);
+  snprintf(err, errlen, "%s: %s", what, why);
+  return -1;
+}
+
 /* One request to the API; `endpoint` names it for the observer (metrics),
- * `what` for messages. */
+ * `what` for messages. A URL outside the API's origins is not sent. */
 static int request(flyte_http *h, const char *method, const char *url,
                    const char *body, size_t len, flyte_http_resp *resp,
                    const char *endpoint, const char *what, char *err,
                    size_t errlen) {
   flyte_http_req req = {method, url, body, len, NULL, 0, 1, 0};
+  if (check_url(url, what, err, errlen)) return -1;
   double t0 = observer ? seconds_now() : 0;
   int rc = flyte_http_request(h, &req, resp);
   if (observer)
@@ -123,12 +258,25 @@ cleanup:
   return rc;
 }
 
+/* Adds the origin of every link in a discovery document to the list. */
+static void allow_links(const char *body, size_t len) {
+  json_t *j = json_loadb(body, len, 0, NULL), *link;
+  size_t i;
+  json_array_foreach(json_object_get(j, "links"), i, link) {
+    const char *href = json_string_value(json_object_get(link, "href"));
+    if (href) flyte_api_allow_url(href);
+  }
+  json_decref(j);
+}
+
 int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
                        char *err, size_t errlen) {
   flyte_http_resp r;
   char url[2048];
   memset(out, 0, sizeof *out);
   snprintf(url, sizeof url, "%s/v1", api);
+  /* the root's origin is the API's; a URL that has none is refused below */
+  flyte_api_allow_url(url);
   if (request(h, "GET", url, NULL, 0, &r, "discovery", "discovery", err,
               errlen))
     return -1;
@@ -136,7 +284,10 @@ int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
     status_error(r.status, r.body, r.body_len, "discovery", err, errlen);
     return r.status == 401 || r.status == 403 ? FLYTE_API_DENIED : -1;
   }
-  return flyte_api_parse_discovery(url, r.body, r.body_len, out, err, errlen);
+  int rc = flyte_api_parse_discovery(url, r.body, r.body_len, out, err,
+                                     errlen);
+  if (rc == 0) allow_links(r.body, r.body_len);
+  return rc;
 }
 
 void flyte_api_root_free(flyte_api_root *r) {
@@ -205,137 +356,246 @@ static char *action_id(const char *url) {
   return strndup(start, (size_t)(end - start));
 }
 
-/* Finds, in text that is not valid JSON, the first string value of `key`
- * whose text ends with `suffix` (or any, when suffix is NULL). Returns a
- * copy (caller frees) or NULL. Handles the escapes a URL or a name may
- * carry; a best effort to complete an action whose take reply jansson
- * cannot read. */
-static char *scan_string(const char *body, size_t len, const char *key,
-                         const char *suffix) {
-  char quoted[64];
-  int qn = snprintf(quoted, sizeof quoted, "\"%s\"", key);
-  const char *end = body + len;
-  for (const char *p = body; p + qn <= end; p++) {
-    if (memcmp(p, quoted, (size_t)qn) != 0) continue;
-    const char *q = p + qn;
-    while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-      q++;
-    if (q >= end || *q++ != ':') continue;
-    while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-      q++;
-    if (q >= end || *q++ != '"') continue;
-    char *out = malloc((size_t)(end - q) + 1);
-    if (out == NULL) return NULL;
-    size_t n = 0;
-    while (q < end && *q != '"') {
-      if (*q == '\\' && q + 1 < end) q++; /* \/ \" \\ */
-      out[n++] = *q++;
-    }
-    out[n] = '\0';
-    size_t sl = suffix ? strlen(suffix) : 0;
-    if (q < end && (!suffix || (n >= sl && strcmp(out + n - sl, suffix) == 0)))
-      return out;
-    free(out);
+/* ---- the reply to a take ------------------------------------------------
+ *
+ * The reply is read as an envelope first: a walk over its top-level object
+ * finds where each member's value lies, and jansson decodes only the keys
+ * and the members that matter. An input that jansson cannot decode (1e400,
+ * an integer beyond 64 bits, a NUL in a key) is then still inside a reply
+ * whose result link can be read, and the action is completed with a FATAL.
+ * Links come from the reply's own top-level `links` only: never from a
+ * string found elsewhere in the body, such as inside the input, which
+ * outsiders may write.
+ */
+
+/* Where one top-level member's value lies; count: how many times its key
+ * appeared. */
+typedef struct {
+  const char *p;
+  size_t n;
+  int count;
+} extent;
+
+typedef struct {
+  extent command, input, links;
+} envelope;
+
+static const char *skip_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
+  return p;
+}
+
+/* p at an opening quote: just past the closing one, or NULL. An escape is
+ * stepped over, not checked (jansson checks the strings that are used). */
+static const char *skip_string(const char *p, const char *end) {
+  p++;
+  while (p < end) {
+    if (*p == '"') return p + 1;
+    p += *p == '\\' && end - p >= 2 ? 2 : 1;
   }
   return NULL;
 }
 
+static int ends_scalar(char c) {
+  return c == ',' || c == ':' || c == '{' || c == '}' || c == '[' ||
+         c == ']' || c == '"' || c == ' ' || c == '\t' || c == '\n' ||
+         c == '\r';
+}
+
+/* p at the start of a value: just past its end, or NULL. Follows strings
+ * and brackets (outside strings) to find the end; does not validate what
+ * lies between. */
+static const char *skip_value(const char *p, const char *end) {
+  size_t depth = 0;
+  do {
+    if (p >= end) return NULL;
+    if (*p == '"') {
+      if ((p = skip_string(p, end)) == NULL) return NULL;
+    } else if (*p == '{' || *p == '[') {
+      depth++;
+      p++;
+    } else if (*p == '}' || *p == ']') {
+      if (depth == 0) return NULL;
+      depth--;
+      p++;
+    } else if (depth > 0) {
+      p++;
+    } else { /* a number, true, false or null: up to what ends it */
+      const char *start = p;
+      while (p < end && !ends_scalar(*p)) p++;
+      if (p == start) return NULL;
+    }
+  } while (depth > 0);
+  return p;
+}
+
+static int key_is(const json_t *key, const char *name) {
+  size_t n = strlen(name);
+  return json_string_length(key) == n &&
+         memcmp(json_string_value(key), name, n) == 0;
+}
+
+/* Finds the members command, input and links of the JSON object in body.
+ * Returns 0, or -1 with why when body is not an object of that shape. */
+static int read_envelope(const char *body, size_t len, envelope *env,
+                         char *why, size_t whylen) {
+  const char *end = body + len, *p = skip_ws(body, end);
+  memset(env, 0, sizeof *env);
+  if (p >= end || *p != '{') {
+    snprintf(why, whylen, "it does not start with '{'");
+    return -1;
+  }
+  p = skip_ws(p + 1, end);
+  if (p < end && *p == '}') { /* {} */
+    if (skip_ws(p + 1, end) == end) return 0;
+    snprintf(why, whylen, "text follows the object");
+    return -1;
+  }
+  for (;;) {
+    const char *key = p, *value;
+    if (p >= end || *p != '"' || (p = skip_string(p, end)) == NULL) {
+      snprintf(why, whylen, "a key is not a string");
+      return -1;
+    }
+    size_t key_len = (size_t)(p - key);
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') {
+      snprintf(why, whylen, "a key is not followed by ':'");
+      return -1;
+    }
+    value = skip_ws(p + 1, end);
+    if ((p = skip_value(value, end)) == NULL) {
+      snprintf(why, whylen, "a member's value does not end");
+      return -1;
+    }
+    json_error_t je;
+    json_t *k = json_loadb(key, key_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (!json_is_string(k)) {
+      snprintf(why, whylen, "a key cannot be read: %.100s", je.text);
+      json_decref(k);
+      return -1;
+    }
+    extent *e = key_is(k, "command") ? &env->command
+                : key_is(k, "input") ? &env->input
+                : key_is(k, "links") ? &env->links
+                                     : NULL;
+    json_decref(k);
+    if (e != NULL && e->count++ == 0) {
+      e->p = value;
+      e->n = (size_t)(p - value);
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',') {
+      p = skip_ws(p + 1, end);
+      continue;
+    }
+    if (p < end && *p == '}') break;
+    snprintf(why, whylen, "a member is not followed by ',' or '}'");
+    return -1;
+  }
+  if (skip_ws(p + 1, end) != end) {
+    snprintf(why, whylen, "text follows the object");
+    return -1;
+  }
+  return 0;
+}
+
+/* Decodes one member's value; NULL with je set when jansson cannot. */
+static json_t *decode_member(const extent *e, json_error_t *je) {
+  return json_loadb(e->p, e->n, JSON_DECODE_ANY | JSON_ALLOW_NUL, je);
+}
+
+/* Why the input cannot be decoded, for the FATAL; caller frees. */
+static char *input_error(const char *fmt, const char *reason) {
+  size_t n = strlen(fmt) + strlen(reason) + 1;
+  char *text = malloc(n);
+  if (text) snprintf(text, n, fmt, reason);
+  return text;
+}
+
+#define STRANDED                                                             \
+  " (the server may have handed out an action that cannot be completed "   \
+  "now)"
+
 flyte_take_result flyte_api_parse_take(long status, const char *body,
                                        size_t len, flyte_action *out,
                                        char *err, size_t errlen) {
-  json_t *j = NULL;
+  json_t *links = NULL, *command = NULL;
   flyte_take_result rc = FLYTE_TAKE_ERROR;
+  envelope env;
+  json_error_t je;
+  char why[160] = "";
   memset(out, 0, sizeof *out);
-  if (status == 204) {
-    rc = FLYTE_TAKE_NONE;
-    goto cleanup;
-  }
+  if (status == 204) return FLYTE_TAKE_NONE;
   if (status == 404) {
     status_error(status, body, len, "take", err, errlen);
-    rc = FLYTE_TAKE_UNKNOWN_PACK;
-    goto cleanup;
+    return FLYTE_TAKE_UNKNOWN_PACK;
   }
   if (status == 401 || status == 403) {
     status_error(status, body, len, "take", err, errlen);
-    rc = FLYTE_TAKE_DENIED;
-    goto cleanup;
+    return FLYTE_TAKE_DENIED;
   }
   if (status != 200) {
     status_error(status, body, len, "take", err, errlen);
-    goto cleanup;
+    return FLYTE_TAKE_ERROR;
   }
-  json_error_t je;
-  j = json_loadb(body, len, JSON_ALLOW_NUL, &je);
-  if (j == NULL && strstr(je.text, "too big integer")) {
-    /* The input has an integer beyond 64 bits: read the action anyway so
-     * that it can be completed (with a FATAL), never left PENDING. */
-    j = json_loadb(body, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
-    out->input_error = malloc(256);
-    if (out->input_error)
-      snprintf(out->input_error, 256,
-               "an integer is outside the 64-bit range (%s)", je.text);
-  }
-  if (j == NULL) {
-    /* A 200 means the server took the action for us. If its reply cannot
-     * be read, find its result link anyway and complete it with a FATAL
-     * rather than leave it PENDING forever. */
-    out->result_url = scan_string(body, len, "href", "/result");
-    if (out->result_url) {
-      char *command = scan_string(body, len, "command", NULL);
-      out->command = command ? command : strdup("?");
-      out->id = action_id(out->result_url);
-      free(out->input_error);
-      out->input_error = malloc(300);
-      if (out->input_error)
-        snprintf(out->input_error, 300,
-                 "the action's body is not JSON that can be read (%s)",
-                 je.text);
-      if (out->command && out->id && out->input_error) {
-        rc = FLYTE_TAKE_ACTION;
-        goto cleanup;
-      }
-      snprintf(err, errlen, "take: out of memory");
-      flyte_action_free(out);
-      goto cleanup;
-    }
-  }
-  if (j == NULL || !json_is_object(j)) {
+  if (read_envelope(body, len, &env, why, sizeof why) != 0) {
+    /* jansson's reason, when it has one, says more than the walk's */
+    char text[201];
+    json_t *j = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    excerpt(text, sizeof text, body, len);
+    snprintf(err, errlen,
+             "take: response is not a JSON object (%s): '%s'" STRANDED,
+             j ? why : je.text, text);
     json_decref(j);
-    j = NULL;
-    if ((j = parse_object(body, len, "take", err, errlen)) == NULL) {
-      /* worth more than a warning: an action may be stranded */
-      snprintf(err + strlen(err), errlen - strlen(err),
-               " (the server may have handed out an action that cannot be "
-               "completed now)");
-      goto cleanup;
-    }
+    return FLYTE_TAKE_ERROR;
   }
-  const char *command = json_string_value(json_object_get(j, "command"));
-  const char *result = flyte_api_find_link(json_object_get(j, "links"),
-                                           "actionResult");
+  if (env.links.count > 1) {
+    snprintf(err, errlen, "take: the reply holds more than one 'links'; "
+                          "none is followed" STRANDED);
+    return FLYTE_TAKE_ERROR;
+  }
+  if (env.links.count == 1 &&
+      (links = decode_member(&env.links, &je)) == NULL) {
+    snprintf(err, errlen,
+             "take: the reply's links cannot be read (%s)" STRANDED, je.text);
+    return FLYTE_TAKE_ERROR;
+  }
+  const char *result = flyte_api_find_link(links, "actionResult");
   if (result == NULL) {
     snprintf(err, errlen,
              "take: the action has no link with a rel ending in actionResult"
              " (it cannot be completed)");
     goto cleanup;
   }
+  if (env.command.count > 0) command = decode_member(&env.command, &je);
   out->result_url = strdup(result);
   out->id = action_id(result);
-  out->command = strdup(command ? command : "");
-  if (out->input_error == NULL)
-    out->input = json_incref(json_object_get(j, "input"));
-  if (!out->result_url || !out->id || !out->command) {
-    snprintf(err, errlen, "take: out of memory");
+  out->command = strdup(json_is_string(command) ? json_string_value(command)
+                                                : "");
+  if (env.command.count > 1 || env.input.count > 1) {
+    out->input_error = input_error(
+        "the reply holds more than one '%s'",
+        env.command.count > 1 ? "command" : "input");
+  } else if (env.input.count == 1 &&
+             (out->input = decode_member(&env.input, &je)) == NULL) {
+    out->input_error =
+        strstr(je.text, "too big integer")
+            ? input_error("an integer is outside the 64-bit range (%s)",
+                          je.text)
+            : input_error("%s", je.text);
+  }
+  if (!out->result_url || !out->id || !out->command ||
+      (!out->input && env.input.count > 0 && !out->input_error)) {
+    snprintf(err, errlen, "take: out of memory" STRANDED);
     flyte_action_free(out);
     goto cleanup;
   }
   rc = FLYTE_TAKE_ACTION;
 cleanup:
-  json_decref(j);
-  if (rc != FLYTE_TAKE_ACTION) {
-    free(out->input_error);
-    out->input_error = NULL;
-  }
+  json_decref(links);
+  json_decref(command);
   return rc;
 }
 
@@ -374,6 +634,7 @@ int flyte_api_health(flyte_http *h, const char *health_url, char *status,
     snprintf(status, n, "flyte-api has no health link");
     return 0;
   }
+  if (check_url(health_url, "health", status, n)) return 0;
   flyte_http_req req = {"GET", health_url, NULL, 0, NULL, 5000, 1, 0};
   double t0 = observer ? seconds_now() : 0;
   int rc = flyte_http_request(h, &req, &r);

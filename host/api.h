@@ -2,7 +2,10 @@
  * taking actions, posting results and events, the API's health.
  *
  * Plain C on http.h and jansson. URLs come from links found by rel suffix,
- * never built by hand (flyte-api.md).
+ * never built by hand (flyte-api.md), and only from a reply's own
+ * top-level links. Every request carries the token, so each goes only to
+ * an origin of the flyte-api (flyte_api_url_allowed); any other URL is
+ * refused, logged, and not sent.
  */
 #ifndef FLYTE_API_H
 #define FLYTE_API_H
@@ -55,7 +58,9 @@ typedef void (*flyte_api_observer)(void *ud, const char *endpoint,
 void flyte_api_observe(flyte_api_observer fn, void *ud);
 
 /* GET {api}/v1. Returns 0, or -1 (FLYTE_API_DENIED for 401/403) with a
- * message. */
+ * message. Adds the origin of {api} to the allowed origins before the
+ * request, and, when it succeeds, the origin of every link href in the
+ * discovery document. */
 int flyte_api_discover(flyte_http *h, const char *api, flyte_api_root *out,
                        char *err, size_t errlen);
 void flyte_api_root_free(flyte_api_root *r);
@@ -83,20 +88,41 @@ flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
 void flyte_action_free(flyte_action *a);
 
 /* The parsing half of flyte_api_take: what a response with this status and
- * body means. *out is filled (caller frees) only for FLYTE_TAKE_ACTION. */
+ * body means. *out is filled (caller frees) only for FLYTE_TAKE_ACTION.
+ * The result link is taken from the reply's top-level `links` alone. The
+ * reply's envelope is read even when its `input` cannot be decoded: then
+ * out->input is NULL and out->input_error says why (jansson's reason), so
+ * that the action is completed with a FATAL. A reply that is not an
+ * object, or whose links cannot be read, is FLYTE_TAKE_ERROR. */
 flyte_take_result flyte_api_parse_take(long status, const char *body,
                                        size_t len, flyte_action *out,
                                        char *err, size_t errlen);
 
-/* POSTs a result or event body (endpoint: "result" or "event"). Returns the HTTP status, or -1 when no
- * response came (err says why). On a status other than 202 err holds the
- * start of the response body. */
+/* POSTs a result or event body (endpoint: "result" or "event"). Returns the
+ * HTTP status, or -1 when no response came (err says why; also when url is
+ * not an origin of the API, and then nothing was sent). On a status other
+ * than 202 err holds the start of the response body. */
 long flyte_api_post(flyte_http *h, const char *endpoint, const char *url,
                     const char *body, size_t len, char *err, size_t errlen);
 
 /* GET the API's health link: 1 up, 0 down, with a status line. */
 int flyte_api_health(flyte_http *h, const char *health_url, char *status,
                      size_t n);
+
+/* Whether the token may go to url: 0 when its origin (scheme, host and
+ * port, the port defaulted, compared without regard to case; parsed by
+ * libcurl) is one of the flyte-api's; else -1 with a message in err naming
+ * the URL's origin and the allowed ones. Before any discovery no origin is
+ * allowed. Thread-safe. */
+int flyte_api_url_allowed(const char *url, char *err, size_t errlen);
+
+/* Adds url's origin to the allowed ones (flyte_api_discover does, for the
+ * root and the discovery document's links). Returns 0, or -1 when url has
+ * no http(s) origin or the list is full (32 origins). */
+int flyte_api_allow_url(const char *url);
+
+/* Forgets every allowed origin (for tests). */
+void flyte_api_origins_reset(void);
 
 /* A FATAL result body with createdAt now, for the FATALs the host itself
  * posts (timeouts, shutdown, recovery). Caller frees; NULL when out of

@@ -4,8 +4,11 @@
  * the packs, actions, events and counters. The API paths follow
  * flyte-api.md (and flyte-api's handlers); /dev/ paths queue actions,
  * show what arrived, and inject faults: a spec can make chosen API requests
- * fail, hang or come back garbled (POST /dev/faults). GET / serves the dev
- * page (host/devpage.html, built in), which reads GET /dev/watch.
+ * fail, hang or come back garbled (POST /dev/faults). POST /dev/actions
+ * takes an action's input as JSON (`input`) or as text sent verbatim in
+ * the take reply (`input_text`: for inputs jansson cannot hold, 1e400).
+ * GET / serves the dev page (host/devpage.html, built in), which reads
+ * GET /dev/watch.
  */
 #include "standin.h"
 
@@ -81,6 +84,8 @@ typedef struct {
   long id;
   char *pack, *command;
   json_t *input;  /* NULL: absent */
+  char *input_text; /* NULL, or the input as text, sent verbatim: for specs
+                     * of inputs jansson cannot hold (1e400) */
   int state;
   json_t *result; /* NULL until DONE */
   long results;   /* result posts that reached it, accepted or refused */
@@ -151,6 +156,8 @@ typedef struct {
   char *note_pack;
   json_t *note_body;
   garble garble;         /* an injected fault spoils the body so */
+  char *input_text;      /* sent verbatim as the body's first member,
+                          * "input" (an action's input_text), or NULL */
 } reply;
 
 static void fail(reply *out, unsigned status, const char *msg) {
@@ -434,10 +441,12 @@ static json_t *copy_or_null(json_t *v) {
 
 /* An action as /dev/ shows it; NULL when out of memory. */
 static json_t *action_json(const action_rec *a) {
-  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:I, s:{s:f, s:f, s:f}}",
+  return json_pack("{s:I, s:s, s:s, s:o, s:s*, s:s, s:o, s:I, "
+                   "s:{s:f, s:f, s:f}}",
                    "id", (json_int_t)a->id,
                    "pack", a->pack, "command", a->command,
                    "input", copy_or_null(a->input),
+                   "input_text", a->input_text,
                    "state", STATE_NAME[a->state],
                    "result", copy_or_null(a->result),
                    "results", (json_int_t)a->results,
@@ -519,6 +528,7 @@ static void clear_state(flyte_standin *s) {
     free(s->actions[i].pack);
     free(s->actions[i].command);
     json_decref(s->actions[i].input);
+    free(s->actions[i].input_text);
     json_decref(s->actions[i].result);
   }
   for (i = 0; i < s->nevents; i++) {
@@ -654,6 +664,9 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
       if (c->state == ST_NEW && strcmp(c->pack, p->id) == 0) a = c;
     }
   }
+  if (a != NULL && a->input_text != NULL &&
+      (out->input_text = strdup(a->input_text)) == NULL)
+    a = NULL; /* out of memory: the action stays NEW */
   if (a != NULL && (a->input == NULL ||
                     (input = json_deep_copy(a->input)) != NULL)) {
     out->body = json_pack("{s:s, s:o*, s:[{s:o, s:o}]}", "command",
@@ -986,6 +999,12 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
     fail(out, 400, "pack must be a string");
     goto cleanup;
   }
+  json_t *text = json_object_get(body, "input_text");
+  if (is_set(text) && (!json_is_string(text) ||
+                       is_set(json_object_get(body, "input")))) {
+    fail(out, 400, "input_text must be a string, without input");
+    goto cleanup;
+  }
   json_t *count = json_object_get(body, "count");
   if (is_set(count) &&
       (!json_is_integer(count) || json_integer_value(count) < 1 ||
@@ -1001,6 +1020,12 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
     a = enqueue_locked(s, json_string_value(pack), json_string_value(cmd),
                        json_object_get(body, "input"), &status, &msg);
     if (a == NULL) break;
+    if (is_set(text) &&
+        (a->input_text = strdup(json_string_value(text))) == NULL) {
+      a = NULL;
+      msg = "out of memory";
+      break;
+    }
     if (k == 0) first = a->id;
   }
   if (a != NULL) {
@@ -1304,6 +1329,13 @@ static enum MHD_Result finish(flyte_standin *s, struct MHD_Connection *conn,
   if (r->status == 0) fail(r, 500, "out of memory");
   if (r->body != NULL && (text = json_dumps(r->body, JSON_COMPACT)) == NULL)
     r->status = 500;
+  if (text != NULL && r->input_text != NULL && r->status == 200 &&
+      text[0] == '{') {
+    char *whole = CAT("{\"input\":", r->input_text, text[1] == '}' ? "" : ",",
+                      text + 1);
+    free(text);
+    if ((text = whole) == NULL) r->status = 500;
+  }
   if (r->garble == G_TRUNCATED && text != NULL) {
     text[strlen(text) / 2] = '\0';
   } else if (r->garble == G_INVALID || r->garble == G_EMPTY) {
@@ -1330,6 +1362,7 @@ cleanup:
   json_decref(r->note_body);
   free(r->location);
   free(r->note_pack);
+  free(r->input_text);
   return ret;
 }
 

@@ -3,7 +3,11 @@
  * The same bytes go to each parser as a response body: discovery,
  * registration, and take with a 200 and with an error status. A parser
  * never crashes or leaks, and it either fills every field it promises or
- * fails with a message and leaves its output zeroed.
+ * fails with a message and leaves its output zeroed. When jansson reads the
+ * whole body as an object, the take's reading of it agrees: the result link
+ * is the one in the top-level links (never one found elsewhere), and the
+ * command and input are the top-level ones. The bytes also go, as a URL, to
+ * the check of where the token may go.
  */
 #include "../api.h"
 
@@ -11,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void check(int ok, const char *what, const char *err) {
   if (ok) return;
@@ -52,11 +57,40 @@ static void registration(const char *body, size_t len) {
   flyte_api_pack_free(&pack);
 }
 
+/* What jansson makes of the whole body, when it reads it as an object with
+ * no key twice: the take's reading must agree with it. */
+static void agree(const char *body, size_t len, flyte_take_result rc,
+                  const flyte_action *a, const char *err) {
+  json_t *j = json_loadb(body, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES,
+                         NULL);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    return;
+  }
+  const char *want = flyte_api_find_link(json_object_get(j, "links"),
+                                         "actionResult");
+  check((rc == FLYTE_TAKE_ACTION) == (want != NULL),
+        "take and jansson disagree on whether there is a result link", err);
+  if (rc == FLYTE_TAKE_ACTION && want != NULL) {
+    check(strcmp(a->result_url, want) == 0,
+          "the result link is not the top-level one", err);
+    const char *command = json_string_value(json_object_get(j, "command"));
+    check(strcmp(a->command, command ? command : "") == 0,
+          "the command is not the top-level one", err);
+    json_t *input = json_object_get(j, "input");
+    check(a->input_error == NULL, "an input jansson reads is an error", err);
+    check(input ? a->input && json_equal(a->input, input) : !a->input,
+          "the input is not the top-level one", err);
+  }
+  json_decref(j);
+}
+
 static void take(long status, const char *body, size_t len) {
   flyte_action a;
   char err[512] = "";
   flyte_take_result rc =
       flyte_api_parse_take(status, body, len, &a, err, sizeof err);
+  if (status == 200) agree(body, len, rc, &a, err);
   if (rc == FLYTE_TAKE_ACTION) {
     check(a.command && a.result_url && a.id, "action with a field missing",
           err);
@@ -71,6 +105,25 @@ static void take(long status, const char *body, size_t len) {
   }
 }
 
+/* The body as a URL: allowed only when its origin is the one allowed. */
+static void url(const char *body) {
+  char err[1024] = "";
+  int rc = flyte_api_url_allowed(body, err, sizeof err);
+  check(rc == 0 || (rc == -1 && strstr(err, "refused to send the token to ") ==
+                                    err),
+        "url_allowed gave neither 0 nor -1 with a message", err);
+  if (rc == 0)
+    check(strncasecmp(body, "http", 4) == 0, "a URL that is not http allowed",
+          body);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  flyte_api_allow_url("http://h:8080/v1");
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* A response body is NUL-ended (http.h): copy into a buffer one byte
    * longer, so ASan still catches a read past that NUL. */
@@ -82,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   registration(body, size);
   take(200, body, size);
   take(size % 2 ? 500 : 404, body, size);
+  url(body);
   free(body);
   return 0;
 }
