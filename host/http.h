@@ -1,14 +1,18 @@
 /* http.h - a small HTTP client on libcurl, one per thread.
  *
- * Plain C. A client owns one easy handle that it reuses, so connections are
- * kept alive between requests. Response bodies are capped: a huge or endless
- * body is an error, not an out-of-memory.
+ * Plain C. A request runs as a call on an event loop (loop.h), many at once,
+ * or blocking on a loop of the client's own. A client keeps a few easy
+ * handles for reuse; connections belong to the loop's multi handle, so they
+ * are kept alive between requests. Response bodies are capped: a huge or
+ * endless body is an error, not an out-of-memory.
  */
 #ifndef FLYTE_HTTP_H
 #define FLYTE_HTTP_H
 
 #include <stdatomic.h>
 #include <stddef.h>
+
+#include "loop.h"
 
 typedef struct flyte_http flyte_http;
 
@@ -48,11 +52,28 @@ void flyte_http_global_cleanup(void);
 flyte_http *flyte_http_new(const flyte_http_opts *opts);
 void flyte_http_free(flyte_http *h);
 
-/* Sends a request and reads the whole response. Returns 0 when a response
- * arrived (whatever its status), a negative number when the request failed
- * (resp->error says why). */
+/* Sends a request and reads the whole response, blocking. Returns 0 when a
+ * response arrived (whatever its status), a negative number when the
+ * request failed (resp->error says why). */
 int flyte_http_request(flyte_http *h, const flyte_http_req *req,
                        flyte_http_resp *resp);
+
+/* A request running on an event loop. */
+typedef struct flyte_http_call flyte_http_call;
+typedef void (*flyte_http_done)(flyte_http_call *call, void *ud);
+
+/* Starts a request on `loop` (the loop of the calling thread); `done` runs
+ * on that loop once it has ended. What `req` points to is copied. Returns
+ * the call, or NULL with a message when it could not start. */
+flyte_http_call *flyte_http_start(flyte_http *h, flyte_loop *loop,
+                                  const flyte_http_req *req,
+                                  flyte_http_done done, void *ud, char *err,
+                                  size_t errlen);
+/* A finished call's outcome, as flyte_http_request's; resp is borrowed
+ * until the call is released. */
+int flyte_http_result(flyte_http_call *call, flyte_http_resp *resp);
+/* Releases a finished call, or cancels a running one (done will not run). */
+void flyte_http_release(flyte_http_call *call);
 
 /* Number of new connections this client opened (for tests and figures). */
 long flyte_http_connects(const flyte_http *h);
