@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "log.h"
@@ -48,6 +49,7 @@ static const setting settings[] = {
     {"FLYTE_INSECURE", "--insecure", KIND_BOOL, 0},
     {"FLYTE_POLL_INTERVAL", "--poll-interval", KIND_POLL, 0},
     {"FLYTE_WORKERS", "--workers", KIND_WORKERS, 0},
+    {"FLYTE_CONCURRENCY", "--concurrency", KIND_WORKERS, 0},
     {"FLYTE_HEALTH_PORT", "--health-port", KIND_PORT, 0},
     {"FLYTE_RELOAD", "--no-reload", KIND_BOOL, 1},
     {"FLYTE_LOG_LEVEL", "--log-level", KIND_LEVEL, 0},
@@ -264,6 +266,14 @@ static int apply(flyte_config *c, const setting *s, const char *from,
       c->reload = flag;
     return 0;
   case KIND_WORKERS:
+    if (strcmp(s->flag, "--concurrency") == 0) {
+      if (parse_int(value, 1, 100000, &num) != 0)
+        return fail(err, n,
+                    "%s: '%s' is not a whole number from 1 to 100000", from,
+                    value);
+      c->concurrency = (int)num;
+      return 0;
+    }
     if (parse_int(value, 1, 1024, &num) != 0)
       return fail(err, n, "%s: '%s' is not a whole number from 1 to 1024",
                   from, value);
@@ -323,7 +333,10 @@ int flyte_config_load(flyte_config *c, int argc, char **argv, char *err,
   memset(c, 0, sizeof *c);
   c->api_timeout = 10;
   c->poll_interval = 5;
-  c->workers = 4;
+  /* one worker per CPU: each runs many actions at once */
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  c->workers = cpus > 0 ? (cpus > 1024 ? 1024 : (int)cpus) : 1;
+  c->concurrency = 256;
   c->health_port = 8090;
   c->reload = 1;
   c->log_level = FLYTE_LOG_INFO;

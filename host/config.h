@@ -21,7 +21,8 @@ typedef struct {
   int insecure;           /* FLYTE_INSECURE */
   double poll_interval;   /* FLYTE_POLL_INTERVAL: seconds, >= 0.5 */
   int poll_interval_set;  /* given by the user (dev mode picks its own) */
-  int workers;            /* FLYTE_WORKERS */
+  int workers;            /* FLYTE_WORKERS: threads; default one per CPU */
+  int concurrency;        /* FLYTE_CONCURRENCY: actions held at once */
   int health_port;        /* FLYTE_HEALTH_PORT: 0 turns it off */
   int reload;             /* FLYTE_RELOAD */
   int log_level;          /* FLYTE_LOG_LEVEL (flyte_log_level) */

@@ -1,7 +1,8 @@
 /* core.c - flyte.core: the C primitives under the flyte Lua module.
  *
- * The JSON codec, clocks, sleep, the host's log, sending events, the
- * flyte-api health check and an HTTP client for pack code. Inside the host
+ * The JSON codec, clocks, the host's log, sending events and the flyte-api
+ * health check; the waiting functions (sleep, HTTP, exec, spawn) come from
+ * task.c. Inside the host
  * these reach the host through the state's environment; loaded as a C
  * module by plain lua5.4 (for busted specs) they work on their own.
  */
@@ -18,11 +19,7 @@
 #include "json.h"
 #include "log.h"
 #include "state.h"
-
-/* Registry keys: the state's HTTP client, and its metatable (two keys: one
- * slot holding both would make the client fail its own __gc check). */
-#define HTTP_CLIENT_KEY "flyte.http_client"
-#define HTTP_CLIENT_MT "flyte.http_client_mt"
+#include "task.h"
 
 /* ---- JSON ---------------------------------------------------------------- */
 
@@ -71,32 +68,6 @@ static int core_monotime(lua_State *L) {
   return 1;
 }
 
-/* sleep(seconds) -> true when the time passed, false when the host is
- * stopping. Inside a call with a deadline, never sleeps past it. */
-static int core_sleep(lua_State *L) {
-  double secs = luaL_checknumber(L, 1);
-  luaL_argcheck(L, secs >= 0, 1, "must not be negative");
-  double left = flyte_state_time_left(L);
-  int cut = secs > left;
-  if (cut) secs = left > 0 ? left : 0;
-  const flyte_core_env *env = flyte_state_env(L);
-  int slept = 1;
-  if (env && env->sleep) {
-    slept = env->sleep(env->ctx, secs);
-  } else {
-    struct timespec ts = {(time_t)secs,
-                          (long)((secs - (double)(time_t)secs) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-  }
-  if (cut && slept) {
-    flyte_state_time_left(L); /* marks the call as timed out */
-    return luaL_error(L, "timed out");
-  }
-  lua_pushboolean(L, slept);
-  return 1;
-}
-
 static int core_stopping(lua_State *L) {
   const flyte_core_env *env = flyte_state_env(L);
   lua_pushboolean(L, env && env->stopping && env->stopping(env->ctx));
@@ -112,12 +83,10 @@ static int core_log(lua_State *L) {
   const char *msg = luaL_checkstring(L, 2);
   const char *fields = luaL_optstring(L, 3, NULL);
   /* inside an action, its id: its lines can be found from take to result */
-  flyte_log_field action[] = {{"action", NULL}, {NULL, NULL}};
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "flyte.action") == LUA_TSTRING)
-    action[0].value = lua_tostring(L, -1);
+  flyte_log_field action[] = {{"action", flyte_task_label(L)},
+                              {NULL, NULL}};
   flyte_log_json_fields((flyte_log_level)level, msg, fields,
                         action[0].value ? action : NULL);
-  lua_pop(L, 1);
   return 0;
 }
 
@@ -156,90 +125,6 @@ static int core_api_health(lua_State *L) {
   return 2;
 }
 
-/* ---- HTTP for pack code -------------------------------------------------- */
-
-typedef struct {
-  flyte_http *http;
-} http_box;
-
-static int http_box_gc(lua_State *L) {
-  http_box *box = luaL_checkudata(L, 1, HTTP_CLIENT_MT);
-  flyte_http_free(box->http);
-  box->http = NULL;
-  return 0;
-}
-
-/* The state's own HTTP client, made on first use and kept in the registry
- * (one per state, so one per thread: connections are reused). */
-static flyte_http *http_client(lua_State *L) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, HTTP_CLIENT_KEY) == LUA_TUSERDATA) {
-    http_box *box = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return box->http;
-  }
-  lua_pop(L, 1);
-  http_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-  box->http = NULL;
-  if (luaL_newmetatable(L, HTTP_CLIENT_MT)) {
-    lua_pushcfunction(L, http_box_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  const flyte_core_env *env = flyte_state_env(L);
-  flyte_http_opts opts = {NULL, 0, 30000, 64u << 20, env ? env->cancel : NULL};
-  box->http = flyte_http_new(&opts);
-  if (box->http == NULL) luaL_error(L, "cannot create an HTTP client");
-  lua_setfield(L, LUA_REGISTRYINDEX, HTTP_CLIENT_KEY);
-  return box->http;
-}
-
-/* http_request(method, url, headers, body, timeout) ->
- *   status, raw_headers, body | nil, message
- * headers: a sequence of "Name: value" strings; body: string or nil;
- * timeout: seconds or nil. */
-static int core_http_request(lua_State *L) {
-  const char *method = luaL_checkstring(L, 1);
-  const char *url = luaL_checkstring(L, 2);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  size_t body_len = 0;
-  const char *body = luaL_optlstring(L, 4, NULL, &body_len);
-  double timeout = luaL_optnumber(L, 5, 0);
-  double left = flyte_state_time_left(L);
-  if (left < 1e17 && (timeout <= 0 || timeout > left)) timeout = left;
-  if (timeout < 0.001 && left < 1e17) {
-    flyte_state_time_left(L);
-    return luaL_error(L, "timed out");
-  }
-
-  lua_Integer n = luaL_len(L, 3);
-  luaL_argcheck(L, n < 200, 3, "too many headers");
-  const char *lines[201];
-  for (lua_Integer i = 1; i <= n; i++) {
-    /* only a string already in the table stays valid once popped */
-    if (lua_rawgeti(L, 3, i) != LUA_TSTRING)
-      return luaL_argerror(L, 3, "header lines must be strings");
-    lines[i - 1] = lua_tostring(L, -1);
-    lua_pop(L, 1);
-  }
-  lines[n] = NULL;
-
-  flyte_http *h = http_client(L);
-  /* never 0 ms, which would mean the client's default */
-  long timeout_ms = timeout > 0 ? (long)(timeout * 1000) : 0;
-  if (timeout > 0 && timeout_ms < 1) timeout_ms = 1;
-  flyte_http_req req = {method, url, body, body_len, lines, timeout_ms, 0, 1};
-  flyte_http_resp resp;
-  if (flyte_http_request(h, &req, &resp) != 0) {
-    luaL_pushfail(L);
-    lua_pushfstring(L, "%s %s: %s", method, url, resp.error);
-    return 2;
-  }
-  lua_pushinteger(L, resp.status);
-  lua_pushlstring(L, resp.headers, resp.headers_len);
-  lua_pushlstring(L, resp.body, resp.body_len);
-  return 3;
-}
-
 /* free_port() -> a TCP port on 127.0.0.1 that was free a moment ago. */
 static int core_free_port(lua_State *L) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -264,12 +149,10 @@ static const luaL_Reg core_funcs[] = {
     {"json_decode", core_json_decode},
     {"now", core_now},
     {"monotime", core_monotime},
-    {"sleep", core_sleep},
     {"stopping", core_stopping},
     {"log", core_log},
     {"send_event", core_send_event},
     {"api_health", core_api_health},
-    {"http_request", core_http_request},
     {"free_port", core_free_port},
     {NULL, NULL}};
 
@@ -282,6 +165,7 @@ int luaopen_flyte_core(lua_State *L) {
   }
   flyte_json_setup(L);
   luaL_newlib(L, core_funcs);
+  flyte_task_openlib(L);
   flyte_json_push_null(L);
   lua_setfield(L, -2, "null");
   luaL_getmetatable(L, FLYTE_JSON_ARRAY_MT);

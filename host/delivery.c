@@ -47,51 +47,68 @@ static int backoff_wait(flyte_host *h, double seconds) {
   return rc;
 }
 
+void flyte_retry_init(flyte_retry *r, int maybe_sent) {
+  memset(r, 0, sizeof *r);
+  r->wait = BACKOFF_FIRST;
+  r->maybe_sent = maybe_sent;
+}
+
+int flyte_retry_verdict(flyte_retry *r, long status, const char *err,
+                        const char *what, const char *body, size_t len,
+                        double *wait) {
+  r->attempt++;
+  if (status == 202) {
+    if (r->attempt > 1)
+      flyte_info("%s delivered after %d tries", what, r->attempt);
+    return FLYTE_DELIVERED;
+  }
+  if (status == 400 || status == 413 || status == 422) {
+    flyte_error("the flyte-api refused %s (%s); body was: %.*s", what, err,
+                (int)(len < 2000 ? len : 2000), body);
+    return FLYTE_REFUSED;
+  }
+  if (status == 500 && r->maybe_sent && ++r->dup_tries >= DUPLICATE_TRIES) {
+    flyte_warn("%s: the flyte-api answered 500 %d times after a try whose "
+               "reply was lost; taking it as delivered by that try",
+               what, r->dup_tries);
+    return FLYTE_DELIVERED;
+  }
+  if (status == 404 && ++r->not_found >= NOT_FOUND_TRIES) {
+    flyte_error("%s: the flyte-api does not know it (404 %d times): %s", what,
+                r->not_found, err);
+    return FLYTE_REFUSED;
+  }
+  /* Only a try whose reply was lost may have reached the API: no answer
+   * at all, or a proxy's 502/504 (the API behind it may have stored the
+   * body). A 500 the API answered means it did not take the body
+   * (storage error, or an action no longer PENDING because an earlier
+   * lost try completed it). */
+  if (status < 0 || status == 502 || status == 504) r->maybe_sent = 1;
+  flyte_warn("%s not delivered (try %d): %s; again in %.1f s", what,
+             r->attempt, err, r->wait);
+  *wait = jitter(r->wait);
+  r->wait = r->wait * 2 > BACKOFF_CAP ? BACKOFF_CAP : r->wait * 2;
+  return FLYTE_RETRY;
+}
+
 flyte_delivery flyte_deliver(flyte_host *h, flyte_http *http,
                              const char *endpoint, const char *url,
                              const char *body, size_t len, const char *what,
                              int maybe_sent) {
   char err[512];
-  double wait = BACKOFF_FIRST;
-  /* maybe_sent: an earlier try may have reached the API */
-  int dup_tries = 0, not_found = 0;
-  for (int attempt = 1;; attempt++) {
+  flyte_retry r;
+  flyte_retry_init(&r, maybe_sent);
+  for (;;) {
     long status =
         flyte_api_post(http, endpoint, url, body, len, err, sizeof err);
-    if (status == 202) {
-      if (attempt > 1) flyte_info("%s delivered after %d tries", what, attempt);
-      return FLYTE_DELIVERED;
-    }
-    if (status == 400 || status == 413 || status == 422) {
-      flyte_error("the flyte-api refused %s (%s); body was: %.*s", what, err,
-                  (int)(len < 2000 ? len : 2000), body);
-      return FLYTE_REFUSED;
-    }
-    if (status == 500 && maybe_sent && ++dup_tries >= DUPLICATE_TRIES) {
-      flyte_warn("%s: the flyte-api answered 500 %d times after a try whose "
-                 "reply was lost; taking it as delivered by that try",
-                 what, dup_tries);
-      return FLYTE_DELIVERED;
-    }
-    if (status == 404 && ++not_found >= NOT_FOUND_TRIES) {
-      flyte_error("%s: the flyte-api does not know it (404 %d times): %s",
-                  what, not_found, err);
-      return FLYTE_REFUSED;
-    }
-    /* Only a try whose reply was lost may have reached the API: no answer
-     * at all, or a proxy's 502/504 (the API behind it may have stored the
-     * body). A 500 the API answered means it did not take the body
-     * (storage error, or an action no longer PENDING because an earlier
-     * lost try completed it). */
-    if (status < 0 || status == 502 || status == 504) maybe_sent = 1;
-    flyte_warn("%s not delivered (try %d): %s; again in %.1f s", what,
-               attempt, err, wait);
-    if (backoff_wait(h, jitter(wait)) != 0) {
+    double wait;
+    int v = flyte_retry_verdict(&r, status, err, what, body, len, &wait);
+    if (v != FLYTE_RETRY) return (flyte_delivery)v;
+    if (backoff_wait(h, wait) != 0) {
       flyte_error("%s abandoned: the host stopped before the flyte-api took "
                   "it", what);
       return FLYTE_ABANDONED;
     }
-    wait = wait * 2 > BACKOFF_CAP ? BACKOFF_CAP : wait * 2;
   }
 }
 

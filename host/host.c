@@ -20,11 +20,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "task.h"
 #include "watch.h"
+#include "worker.h"
 
 #define EVENT_QUEUE_CAPACITY 10000
 #define HEALTH_CHECK_TIMEOUT 5.0
-#define FINAL_DELIVERY 5.0 /* seconds to post FATALs after the grace */
+#define FINAL_DELIVERY 5.0 /* seconds to post results after the grace */
 #define CONNECT_BACKOFF_FIRST 0.5
 #define CONNECT_BACKOFF_CAP 30.0
 #define OBSERVE_RESTART_CAP 60.0
@@ -65,18 +67,41 @@ static int env_send_event(void *ctx, const char *json, size_t len, char *err,
   return flyte_events_push(g->host, json, len, err, errlen);
 }
 
-/* flyte.sleep: false at once when the host stops or the code is reloaded */
-static int env_sleep(void *ctx, double seconds) {
+/* flyte.sleep goes on while the host runs; in observe, also while the
+ * code is not reloaded. */
+static int env_sleep_ok(void *ctx) {
+  flyte_gen *g = ctx;
+  return !atomic_load(&g->host->stopping);
+}
+
+static int env_observe_sleep_ok(void *ctx) {
   flyte_gen *g = ctx;
   flyte_host *h = g->host;
-  double until = flyte_monotime() + seconds;
   pthread_mutex_lock(&h->mu);
-  while (!atomic_load(&h->stopping) && h->gen == g &&
-         flyte_monotime() < until)
-    flyte_host_wait(h, until);
-  int slept = !atomic_load(&h->stopping) && h->gen == g;
+  int ok = !atomic_load(&h->stopping) && h->gen == g;
   pthread_mutex_unlock(&h->mu);
-  return slept;
+  return ok;
+}
+
+void flyte_host_wake_workers(flyte_host *h) {
+  int n = atomic_load(&h->nworkers);
+  pthread_mutex_lock(&h->mu);
+  double stop_at = atomic_load(&h->stopping) ? h->stop_deadline : 0;
+  if (h->observe_loop) flyte_loop_wake(h->observe_loop);
+  pthread_mutex_unlock(&h->mu);
+  for (int i = 0; i < n; i++) {
+    /* a handler that computes keeps its loop from running: its hook
+     * watches this deadline */
+    if (stop_at > 0) flyte_worker_stop_at(h->workers[i], stop_at);
+    flyte_worker_wake(h->workers[i]);
+  }
+}
+
+void flyte_worker_note_lag(flyte_host *h, double seconds) {
+  long us = (long)(seconds * 1e6);
+  long seen = atomic_load(&h->lag_us);
+  while (us > seen && !atomic_compare_exchange_weak(&h->lag_us, &seen, us)) {
+  }
 }
 
 static int env_stopping(void *ctx) {
@@ -166,9 +191,13 @@ static char *details(flyte_host *h) {
 
 static char *metrics(flyte_host *h) {
   int n = atomic_load(&h->nworkers);
-  flyte_metrics_gauges g = {n, 0, 0, 0};
+  flyte_metrics_gauges g = {0};
+  g.workers_total = n;
   for (int i = 0; i < n; i++)
-    g.workers_busy += atomic_load(&h->workers[i].slot) == SLOT_RUNNING;
+    g.workers_busy += flyte_worker_actions(h->workers[i]) > 0;
+  g.in_flight = atomic_load(&h->in_flight);
+  g.concurrency = h->cfg->concurrency;
+  g.loop_lag_seconds = (double)atomic_exchange(&h->lag_us, 0) / 1e6;
   flyte_events_gauges(h, &g.queue_depth, &g.queue_oldest_seconds);
   return flyte_metrics_render(h->metrics, &g);
 }
@@ -245,6 +274,7 @@ static void *signal_main(void *arg) {
     }
     pthread_cond_broadcast(&h->cond);
     pthread_mutex_unlock(&h->mu);
+    flyte_host_wake_workers(h);
   }
 }
 
@@ -303,6 +333,7 @@ static int connect_api(flyte_host *h, flyte_http *http) {
         h->last_error[0] = '\0';
         pthread_cond_broadcast(&h->cond);
         pthread_mutex_unlock(&h->mu);
+        flyte_host_wake_workers(h);
         flyte_metrics_registration(h->metrics);
         flyte_info("registered pack %s with %s (%.1f ms; %.1f ms after "
                    "start)",
@@ -403,24 +434,52 @@ static void wait_new_gen(flyte_host *h, flyte_gen *g) {
   pthread_mutex_unlock(&h->mu);
 }
 
-/* Runs pack.observe with the current code; after a reload, with the new
- * code (flyte.sleep returns false to end the old loop). */
+/* Waits `seconds` before observe starts again; 0 when the host stops
+ * first, 1 otherwise (also on a reload, which starts the new code). */
+static int observe_pause(flyte_host *h, flyte_gen *g, double seconds) {
+  double until = flyte_monotime() + seconds;
+  pthread_mutex_lock(&h->mu);
+  while (!atomic_load(&h->stopping) && h->gen == g &&
+         flyte_monotime() < until)
+    flyte_host_wait(h, until);
+  int go_on = !atomic_load(&h->stopping);
+  pthread_mutex_unlock(&h->mu);
+  return go_on;
+}
+
+static void observe_wake(void *ud) { flyte_sched_interrupt_sleeps(ud); }
+
+/* Runs pack.observe with the current code, as a task on a loop of its
+ * own; after a reload, with the new code (flyte.sleep returns false to end
+ * the old loop). */
 static void *observe_main(void *arg) {
   flyte_host *h = arg;
   char err[1024];
   double wait = 1.0;
+  flyte_loop *loop = flyte_loop_new(err, sizeof err);
+  flyte_sched *sched = loop ? flyte_sched_new(loop) : NULL;
+  if (sched == NULL) {
+    flyte_error("observe cannot start: %s", loop ? "out of memory" : err);
+    flyte_loop_free(loop);
+    return NULL;
+  }
+  flyte_loop_on_wake(loop, observe_wake, sched);
+  pthread_mutex_lock(&h->mu);
+  h->observe_loop = loop;
+  pthread_mutex_unlock(&h->mu);
   while (!atomic_load(&h->stopping)) {
     flyte_gen *g = flyte_host_gen(h);
     if (!g->info.has_observe) {
       wait_new_gen(h, g);
       continue;
     }
-    flyte_pack *p = flyte_pack_open(h->pack_path, &g->env, h->cfg->memory_limit,
-                                    &g->sources,
-                                    err, sizeof err);
+    flyte_pack *p = flyte_pack_open(h->pack_path, &g->observe_env,
+                                    h->cfg->memory_limit, &g->sources, err,
+                                    sizeof err);
     int rc = -1;
     double started = flyte_monotime();
     if (p) {
+      flyte_sched_attach(sched, flyte_pack_state(p));
       rc = flyte_pack_observe(p, err, sizeof err);
       flyte_pack_close(p);
     }
@@ -437,9 +496,14 @@ static void *observe_main(void *arg) {
     }
     if (flyte_monotime() - started > 60) wait = 1.0;
     flyte_error("observe failed: %s; starting it again in %g s", err, wait);
-    if (!env_sleep(g, wait) && flyte_host_gen(h) == g) break;
+    if (!observe_pause(h, g, wait)) break;
     wait = wait * 2 > OBSERVE_RESTART_CAP ? OBSERVE_RESTART_CAP : wait * 2;
   }
+  pthread_mutex_lock(&h->mu);
+  h->observe_loop = NULL;
+  pthread_mutex_unlock(&h->mu);
+  flyte_sched_free(sched);
+  flyte_loop_free(loop);
   return NULL;
 }
 
@@ -460,8 +524,10 @@ flyte_gen *flyte_host_new_gen(flyte_host *h, flyte_pack **pack, char *err,
   }
   g->host = h;
   g->id = ++next_id;
-  g->env = (flyte_core_env){g,           env_send_event, env_sleep,
+  g->env = (flyte_core_env){g,           env_send_event, env_sleep_ok,
                             env_stopping, env_api_health, &h->cancel};
+  g->observe_env = g->env;
+  g->observe_env.sleep_ok = env_observe_sleep_ok;
   *pack = flyte_pack_open(h->pack_path, &g->env, h->cfg->memory_limit, NULL,
                           err, errlen);
   if (*pack == NULL ||
@@ -501,9 +567,7 @@ static int start_workers_locked(flyte_host *h) {
   h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
   if (h->workers == NULL) return -1;
   for (int i = 0; i < h->cfg->workers; i++) {
-    h->workers[i].host = h;
-    if (pthread_create(&h->workers[i].thread, NULL, flyte_worker_main,
-                       &h->workers[i]) != 0) {
+    if ((h->workers[i] = flyte_worker_start(h, i + 1)) == NULL) {
       flyte_error("cannot start worker %d", i + 1);
       return -1;
     }
@@ -531,71 +595,6 @@ static int start_threads(flyte_host *h) {
   return 0;
 }
 
-/* pthread_timedjoin_np wants a CLOCK_REALTIME time */
-static int join_until(pthread_t t, double mono_deadline) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  double left = mono_deadline - flyte_monotime();
-  if (left < 0) left = 0;
-  double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + left;
-  ts.tv_sec = (time_t)at;
-  ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-  return pthread_timedjoin_np(t, NULL, &ts);
-}
-
-/* Completes the actions whose handlers did not finish within the grace
- * period with a FATAL, so that no flow waits on them forever. */
-static void complete_stuck(flyte_host *h, flyte_http *http) {
-  pthread_mutex_lock(&h->mu);
-  h->stop_deadline = flyte_monotime() + FINAL_DELIVERY;
-  pthread_mutex_unlock(&h->mu);
-  for (int i = 0; i < h->nworkers; i++) {
-    flyte_worker *w = &h->workers[i];
-    if (w->joined) continue;
-    /* copy first: the worker clears these under mu once it has finished */
-    char *url = NULL, *command = NULL, *action = NULL;
-    long entry = -1;
-    pthread_mutex_lock(&h->mu);
-    if (atomic_load(&w->slot) == SLOT_RUNNING && w->result_url) {
-      entry = w->entry;
-      url = strdup(w->result_url);
-      command = strdup(w->command);
-      action = strdup(w->action);
-    }
-    pthread_mutex_unlock(&h->mu);
-    int running = SLOT_RUNNING;
-    if (url == NULL ||
-        !atomic_compare_exchange_strong(&w->slot, &running, SLOT_CLAIMED)) {
-      free(url);
-      free(command);
-      free(action);
-      continue;
-    }
-    char text[600], what[300];
-    snprintf(text, sizeof text,
-             "command '%s': the host stopped before the handler finished "
-             "(it ran past the %g s shutdown grace period)",
-             command ? command : "?", h->cfg->shutdown_grace);
-    char *body = flyte_api_fatal_body(text);
-    snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
-             action ? action : "?", command ? command : "?");
-    flyte_delivery d =
-        url && body
-            ? flyte_deliver(h, http, "result", url, body, strlen(body), what,
-                            0)
-            : FLYTE_ABANDONED;
-    if (d != FLYTE_ABANDONED && entry > 0) flyte_outbox_done(h->outbox, entry);
-    if (d == FLYTE_DELIVERED)
-      flyte_warn("action %s (%s): the handler did not finish within %g s; "
-                 "posted FATAL",
-                 action, command, h->cfg->shutdown_grace);
-    free(body);
-    free(url);
-    free(command);
-    free(action);
-  }
-}
-
 /* Waits for a thread to end until the grace period ends; a second signal
  * (which moves the deadline to now and broadcasts) ends the wait at once.
  * Returns 1 when the thread was joined. */
@@ -615,8 +614,8 @@ static int join_in_grace(flyte_host *h, pthread_t t, double extra) {
 }
 
 /* Stops everything; returns the number of threads left running (stuck in
- * pack code past the grace period). */
-static int stop_threads(flyte_host *h, flyte_http *http) {
+ * C code of the pack past the grace period). */
+static int stop_threads(flyte_host *h) {
   pthread_mutex_lock(&h->mu);
   if (!atomic_load(&h->stopping)) {
     h->stop_deadline = flyte_monotime() + h->cfg->shutdown_grace;
@@ -624,14 +623,32 @@ static int stop_threads(flyte_host *h, flyte_http *http) {
   }
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
+  flyte_host_wake_workers(h);
   flyte_reload_stop(h);
-  int stuck = 0;
-  for (int i = 0; i < h->nworkers; i++) {
-    h->workers[i].joined = join_in_grace(h, h->workers[i].thread, 0);
-    stuck += !h->workers[i].joined;
+  /* workers end their handlers at the grace deadline themselves, then
+   * post the results for a few seconds more */
+  int stuck = 0, n = atomic_load(&h->nworkers);
+  int joined[n > 0 ? n : 1];
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&h->mu);
+    double until = h->stop_deadline + FINAL_DELIVERY + 1;
+    pthread_mutex_unlock(&h->mu);
+    joined[i] = flyte_worker_join(h->workers[i], until);
+    stuck += !joined[i];
   }
-  /* complete what is stuck with a FATAL (extends the deadline a little) */
-  if (stuck) complete_stuck(h, http);
+  if (stuck) {
+    char why[200];
+    snprintf(why, sizeof why,
+             "the host stopped before the handler finished (it ran past the "
+             "%g s shutdown grace period)",
+             h->cfg->shutdown_grace);
+    pthread_mutex_lock(&h->mu);
+    h->stop_deadline = flyte_monotime() + FINAL_DELIVERY;
+    pthread_mutex_unlock(&h->mu);
+    for (int i = 0; i < n; i++)
+      if (!joined[i])
+        flyte_worker_complete_stuck(h->workers[i], why);
+  }
   if (h->observe_running) {
     if (join_in_grace(h, h->observe, 1)) {
       h->observe_running = 0;
@@ -643,19 +660,7 @@ static int stop_threads(flyte_host *h, flyte_http *http) {
   }
   /* queued events go out before anything is cancelled */
   flyte_events_stop(h, stuck > 0);
-  if (stuck) {
-    atomic_store(&h->cancel, 1); /* abandon their requests and sleeps */
-    pthread_mutex_lock(&h->mu);
-    pthread_cond_broadcast(&h->cond);
-    pthread_mutex_unlock(&h->mu);
-    stuck = h->observe_running;
-    for (int i = 0; i < h->nworkers; i++) {
-      if (!h->workers[i].joined)
-        h->workers[i].joined =
-            join_until(h->workers[i].thread, flyte_monotime() + 1) == 0;
-      stuck += !h->workers[i].joined;
-    }
-  }
+  if (stuck) atomic_store(&h->cancel, 1);
   return stuck;
 }
 
@@ -743,7 +748,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   if (connect_api(h, http) == 0) {
     recover_outbox(h, http);
     if (start_threads(h) != 0) {
-      stop_threads(h, http);
+      stop_threads(h);
       goto cleanup;
     }
     /* Main thread: register again whenever the API forgets the pack. */
@@ -759,7 +764,7 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     }
     pthread_mutex_unlock(&h->mu);
   }
-  if (stop_threads(h, http) > 0) {
+  if (stop_threads(h) > 0) {
     /* Threads stuck in pack code still use the host: end the process
      * without tearing it down under them. */
     flyte_warn("stopped, leaving threads stuck in pack code behind");
@@ -776,6 +781,8 @@ cleanup:
     pthread_join(signals, NULL);
   }
   flyte_health_stop(h->health);
+  for (int i = 0; i < atomic_load(&h->nworkers); i++)
+    flyte_worker_free(h->workers[i]);
   flyte_pack_close(h->health_pack);
   for (flyte_gen *g = h->gens, *next; g; g = next) {
     next = g->next;

@@ -20,20 +20,6 @@
 typedef struct flyte_events flyte_events;
 typedef struct flyte_host flyte_host;
 
-enum { SLOT_IDLE = 0, SLOT_RUNNING, SLOT_CLAIMED };
-
-/* A worker thread and the action it runs, so that at the end of the grace
- * period the main thread can complete an action whose handler is stuck. */
-typedef struct {
-  flyte_host *host;
-  pthread_t thread;
-  atomic_int slot;        /* SLOT_*: who completes the running action */
-  char *result_url;       /* the running action (under host mu) */
-  char *command, *action; /* its command and id */
-  long entry;             /* its outbox entry, or -1 */
-  int joined;
-} flyte_worker;
-
 /* One loading of the pack's code. A reload makes a new generation; states
  * built for an older one finish what they run, then are rebuilt. Kept until
  * the host exits (reloads are rare), so a state never outlives its env. */
@@ -41,7 +27,8 @@ typedef struct flyte_gen {
   struct flyte_gen *next;
   flyte_host *host;
   unsigned id;
-  flyte_core_env env; /* what pack code reaches through flyte.core */
+  flyte_core_env env; /* what handlers reach through flyte.core */
+  flyte_core_env observe_env; /* observe's: sleep ends on a reload too */
   flyte_pack_info info;
   flyte_sources sources; /* the code every state of this generation runs */
 } flyte_gen;
@@ -92,9 +79,13 @@ struct flyte_host {
   /* workers started so far: the health thread reads it (and workers[0..n))
    * while the main thread or the reloader starts the pool */
   atomic_int nworkers;
-  flyte_worker *workers;
+  struct flyte_worker **workers;
+  atomic_int in_flight;  /* actions held, of FLYTE_CONCURRENCY */
+  atomic_long lag_us;    /* the workers' worst loop lag since the last
+                            scrape of /metrics */
   int observe_running;
   pthread_t observe;
+  struct flyte_loop *observe_loop; /* woken on stop and reload (under mu) */
   flyte_events *events;
   struct flyte_outbox *outbox; /* NULL when FLYTE_OUTBOX is off */
   struct flyte_metrics *metrics;
@@ -133,8 +124,12 @@ int flyte_reload_start(flyte_host *h);
 void flyte_reload_request(flyte_host *h); /* from the signal thread */
 void flyte_reload_stop(flyte_host *h);
 
-/* worker.c: one thread per worker: take, run, deliver. */
-void *flyte_worker_main(void *worker);
+/* Wakes every worker's loop, and observe's: the host's state changed
+ * (registration, polling, reload, stopping). */
+void flyte_host_wake_workers(flyte_host *h);
+
+/* A worker's loop lag, in seconds, for /metrics. */
+void flyte_worker_note_lag(flyte_host *h, double seconds);
 
 /* delivery.c: posting results and events, retried with backoff. */
 typedef enum {
@@ -142,6 +137,20 @@ typedef enum {
   FLYTE_REFUSED = -1,  /* 400 or similar: the API will never take it */
   FLYTE_ABANDONED = -2 /* the host stopped before it got through */
 } flyte_delivery;
+
+/* The retry policy of a delivery, for a caller that waits on its own (a
+ * worker's loop): after each try, flyte_retry_verdict says what the
+ * answer means, logs it, and on FLYTE_RETRY sets how long to wait. */
+enum { FLYTE_RETRY = 1 };
+typedef struct {
+  int attempt, dup_tries, not_found, maybe_sent;
+  double wait;
+} flyte_retry;
+void flyte_retry_init(flyte_retry *r, int maybe_sent);
+/* status: the HTTP status, or -1 when no answer came (err says why). */
+int flyte_retry_verdict(flyte_retry *r, long status, const char *err,
+                        const char *what, const char *body, size_t len,
+                        double *wait);
 
 /* endpoint: "result" or "event"; what: for the log. maybe_sent: an
  * earlier process may have delivered it already (an outbox entry), so a

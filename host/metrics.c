@@ -276,8 +276,21 @@ char *flyte_metrics_render(flyte_metrics *m, const flyte_metrics_gauges *g) {
 
   header(out, "flyte_workers", "gauge", "Workers (Lua states) in the pool.");
   fprintf(out, "flyte_workers %d\n", g ? g->workers_total : 0);
-  header(out, "flyte_workers_busy", "gauge", "Workers running a handler.");
+  header(out, "flyte_workers_busy", "gauge",
+         "Workers holding at least one action.");
   fprintf(out, "flyte_workers_busy %d\n", g ? g->workers_busy : 0);
+  header(out, "flyte_actions_held", "gauge",
+         "Actions the host holds (running or being delivered), of "
+         "flyte_concurrency.");
+  fprintf(out, "flyte_actions_held %d\n", g ? g->in_flight : 0);
+  header(out, "flyte_concurrency", "gauge",
+         "The most actions the host holds at once (FLYTE_CONCURRENCY).");
+  fprintf(out, "flyte_concurrency %d\n", g ? g->concurrency : 0);
+  header(out, "flyte_loop_lag_seconds", "gauge",
+         "The longest a worker's timer waited past its time since the last "
+         "scrape: how long pack code held a loop.");
+  fprintf(out, "flyte_loop_lag_seconds %.6f\n",
+          g ? g->loop_lag_seconds : 0);
 
   header(out, "flyte_reloads_total", "counter", "Reloads, by outcome.");
   fprintf(out, "flyte_reloads_total{outcome=\"success\"} %lu\n",

@@ -27,6 +27,8 @@ void flyte_metrics_registration(flyte_metrics *m);
 /* Gauges read when rendering. */
 typedef struct {
   int workers_total, workers_busy;
+  int in_flight, concurrency; /* actions held, and the most allowed */
+  double loop_lag_seconds;    /* worst since the last scrape */
   long queue_depth;
   double queue_oldest_seconds;
 } flyte_metrics_gauges;

@@ -14,6 +14,7 @@
 #include "api.h"
 #include "json.h"
 #include "log.h"
+#include "task.h"
 
 struct flyte_pack {
   lua_State *L;
@@ -90,6 +91,8 @@ fail:
   flyte_pack_close(p);
   return NULL;
 }
+
+lua_State *flyte_pack_state(flyte_pack *p) { return p->L; }
 
 void flyte_pack_close(flyte_pack *p) {
   if (p == NULL) return;
@@ -179,41 +182,50 @@ void flyte_sources_free(flyte_sources *s) {
 }
 
 
-typedef struct {
-  flyte_pack *p;
-  const char *action, *command, *input_error;
-  json_t *input;
-  double timeout; /* out of timeout_in_lua */
-} run_args;
-
 /* The command's own timeout, or 0. Runs protected: even a lookup may
  * allocate, and a state at its memory limit must not panic.
- * stack: [args] -> [] */
+ * stack: [pack, command] -> [] */
 static int timeout_in_lua(lua_State *L) {
-  run_args *a = lua_touserdata(L, 1);
-  a->timeout = 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, a->p->pack);
-  if (lua_getfield(L, -1, "commands") == LUA_TTABLE &&
-      lua_getfield(L, -1, a->command) == LUA_TTABLE &&
+  double *out = lua_touserdata(L, 3);
+  *out = 0;
+  if (lua_getfield(L, 1, "commands") == LUA_TTABLE &&
+      lua_getfield(L, -1, lua_tostring(L, 2)) == LUA_TTABLE &&
       lua_getfield(L, -1, "timeout") == LUA_TNUMBER)
-    a->timeout = lua_tonumber(L, -1);
+    *out = lua_tonumber(L, -1);
   return 0;
 }
 
-/* Pushes the arguments (the input converted to Lua) and calls runner.run,
- * all inside the protected call, so that running out of memory while
- * building them is an error, not a panic.
+double flyte_pack_timeout(flyte_pack *p, const char *command,
+                          double default_timeout) {
+  lua_State *L = p->L;
+  char err[256];
+  double timeout = 0;
+  lua_pushcfunction(L, timeout_in_lua);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
+  lua_pushstring(L, command);
+  lua_pushlightuserdata(L, &timeout);
+  if (flyte_state_call(L, 3, 0, 0, err, sizeof err) != FLYTE_CALL_OK)
+    timeout = 0;
+  return timeout > 0 ? timeout : default_timeout;
+}
+
+static int action_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L, (void)status, (void)ctx;
+  return 3;
+}
+
+/* The body of an action's coroutine: converts the input to Lua and calls
+ * runner.run, all inside the coroutine, so that running out of memory
+ * while building the arguments is an error, not a panic.
  * stack: [args] -> [body, event, fatal] */
-static int run_in_lua(lua_State *L) {
-  run_args *a = lua_touserdata(L, 1);
+static int action_body(lua_State *L) {
+  flyte_pack_action *a = lua_touserdata(L, 1);
   char why[256];
   lua_settop(L, 0);
-  if (a->action) {
-    lua_pushstring(L, a->action);
-    lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
-  }
-  push_runner_fn(a->p, "run");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, a->p->pack);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->pack->runner);
+  lua_getfield(L, -1, "run");
+  lua_remove(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->pack->pack);
   lua_pushstring(L, a->command);
   if (a->input_error) {
     lua_pushnil(L);
@@ -227,34 +239,16 @@ static int run_in_lua(lua_State *L) {
   } else {
     lua_pushnil(L);
   }
-  lua_call(L, 4, 3);
+  lua_callk(L, 4, 3, 0, action_k);
   return 3;
 }
 
-void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
-                    json_t *input, const char *input_error,
-                    double default_timeout, flyte_pack_result *out) {
-  lua_State *L = p->L;
-  char err[1024];
-  memset(out, 0, sizeof *out);
-  run_args args = {p, action, command, input_error, input, 0};
-  lua_pushcfunction(L, timeout_in_lua);
-  lua_pushlightuserdata(L, &args);
-  double timeout = 0;
-  if (flyte_state_call(L, 1, 0, 0, err, sizeof err) == FLYTE_CALL_OK)
-    timeout = args.timeout;
-  if (timeout <= 0) timeout = default_timeout;
-
-  lua_pushcfunction(L, run_in_lua);
-  lua_pushlightuserdata(L, &args);
-  double start = flyte_monotime();
-  flyte_call_status st = flyte_state_call(L, 1, 3, timeout, err, sizeof err);
-  out->seconds = flyte_monotime() - start;
-  if (action) { /* the field exists: setting it to nil allocates nothing */
-    lua_pushnil(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "flyte.action");
-  }
-
+/* The result body for how a run ended; the results, when OK, on top of L
+ * (three: body, event, fatal). */
+static void result_of(lua_State *L, const flyte_pack_action *a,
+                      flyte_call_status st, const char *err,
+                      flyte_pack_result *out) {
+  const char *command = a->command;
   char text[1200];
   switch (st) {
   case FLYTE_CALL_OK:
@@ -263,15 +257,19 @@ void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
              lua_tostring(L, -2) ? lua_tostring(L, -2) : "?");
     out->fatal = lua_toboolean(L, -1);
     out->outcome = out->fatal ? "fatal" : "success";
-    lua_settop(L, 0);
     if (out->body) return;
     snprintf(text, sizeof text, "command '%s': the host ran out of memory",
              command);
     break;
   case FLYTE_CALL_TIMEOUT:
     snprintf(text, sizeof text, "command '%s' timed out after %g s", command,
-             timeout);
-    out->state_broken = 1;
+             a->timeout);
+    break;
+  case FLYTE_CALL_STOPPED:
+    snprintf(text, sizeof text,
+             "command '%s': the host stopped before the handler finished "
+             "(it ran past the %g s shutdown grace period)",
+             command, a->grace);
     break;
   case FLYTE_CALL_MEMORY:
     snprintf(text, sizeof text, "command '%s' ran out of memory", command);
@@ -282,13 +280,55 @@ void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
              command, err);
     break;
   }
-  lua_settop(L, 0);
   out->body = flyte_api_fatal_body(text);
   snprintf(out->event, sizeof out->event, "FATAL");
   out->fatal = 1;
-  out->outcome = st == FLYTE_CALL_TIMEOUT  ? "timeout"
-                 : st == FLYTE_CALL_MEMORY ? "memory"
-                                           : "fatal";
+  out->outcome = st == FLYTE_CALL_TIMEOUT    ? "timeout"
+                 : st == FLYTE_CALL_STOPPED ? "abandoned"
+                 : st == FLYTE_CALL_MEMORY  ? "memory"
+                                            : "fatal";
+}
+
+flyte_task *flyte_pack_start(flyte_pack *p, struct flyte_sched *sched,
+                             flyte_pack_action *a, flyte_task_done done,
+                             void *ud, char *err, size_t errlen) {
+  lua_State *L = p->L;
+  a->pack = p;
+  a->timeout = flyte_pack_timeout(p, a->command, a->timeout);
+  lua_pushcfunction(L, action_body);
+  lua_pushlightuserdata(L, a);
+  return flyte_task_start(sched, L, 1,
+                          a->timeout > 0 ? flyte_monotime() + a->timeout : 0,
+                          a->id, done, ud, err, errlen);
+}
+
+void flyte_pack_finish(flyte_pack_action *a, flyte_task *t,
+                       flyte_pack_result *out) {
+  memset(out, 0, sizeof *out);
+  flyte_call_status st = flyte_task_status(t);
+  lua_State *co = flyte_task_thread(t);
+  out->seconds = flyte_task_seconds(t);
+  result_of(co, a, st, flyte_task_error(t), out);
+  if (flyte_task_interrupted(t)) out->state_broken = 1;
+  flyte_task_free(t);
+}
+
+void flyte_pack_run(flyte_pack *p, const char *action, const char *command,
+                    json_t *input, const char *input_error,
+                    double default_timeout, flyte_pack_result *out) {
+  lua_State *L = p->L;
+  char err[1024];
+  memset(out, 0, sizeof *out);
+  flyte_pack_action a = {p, action, command, input, input_error,
+                         default_timeout, 0};
+  a.timeout = flyte_pack_timeout(p, command, default_timeout);
+  lua_pushcfunction(L, action_body);
+  lua_pushlightuserdata(L, &a);
+  double start = flyte_monotime();
+  flyte_call_status st = flyte_task_call(L, 1, 3, a.timeout, err, sizeof err);
+  out->seconds = flyte_monotime() - start;
+  result_of(L, &a, st, err, out);
+  lua_settop(L, 0);
 }
 
 char *flyte_pack_health(flyte_pack *p, double timeout, int *healthy) {
@@ -298,7 +338,7 @@ char *flyte_pack_health(flyte_pack *p, double timeout, int *healthy) {
   *healthy = 1;
   push_runner_fn(p, "health_names");
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
-  if (flyte_state_call(L, 1, 1, timeout, err, sizeof err) != FLYTE_CALL_OK) {
+  if (flyte_task_call(L, 1, 1, timeout, err, sizeof err) != FLYTE_CALL_OK) {
     json_object_set_new(all, "HealthChecks",
                         json_pack("{s:b, s:s}", "healthy", 0, "status", err));
     *healthy = 0;
@@ -313,7 +353,7 @@ char *flyte_pack_health(flyte_pack *p, double timeout, int *healthy) {
     push_runner_fn(p, "health_check");
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
     lua_pushstring(L, key);
-    flyte_call_status st = flyte_state_call(L, 2, 2, timeout, err, sizeof err);
+    flyte_call_status st = flyte_task_call(L, 2, 2, timeout, err, sizeof err);
     json_t *entry = NULL;
     if (st == FLYTE_CALL_OK) {
       entry = json_loads(lua_tostring(L, -2), JSON_DECODE_ANY, NULL);
@@ -348,7 +388,7 @@ int flyte_pack_observe(flyte_pack *p, char *err, size_t errlen) {
     lua_settop(L, 0);
     return 0;
   }
-  int rc = flyte_state_call(L, 0, 0, 0, err, errlen) == FLYTE_CALL_OK ? 0 : -1;
+  int rc = flyte_task_call(L, 0, 0, 0, err, errlen) == FLYTE_CALL_OK ? 0 : -1;
   lua_settop(L, 0);
   return rc;
 }

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "state.h"
+#include "task.h"
 
 typedef struct flyte_pack flyte_pack;
 
@@ -26,7 +27,8 @@ typedef struct {
   char event[128];   /* its event name (cut to fit) */
   int fatal;         /* the event is FATAL */
   const char *outcome; /* "success", "fatal", "timeout" or "memory" */
-  int state_broken;  /* timed out or out of memory: rebuild the state */
+  int state_broken;  /* cut mid-computation or out of memory: the state
+                        takes no more actions */
   double seconds;    /* how long the handler ran */
 } flyte_pack_result;
 
@@ -58,6 +60,34 @@ void flyte_pack_info_free(flyte_pack_info *info);
 /* Copies what the state loaded from the pack's directory. Returns 0 or -1. */
 int flyte_pack_sources(flyte_pack *p, flyte_sources *out);
 void flyte_sources_free(flyte_sources *s);
+
+/* An action to run: what flyte_pack_start reads; the caller keeps it (and
+ * what it points to) until the task has been finished. */
+typedef struct {
+  flyte_pack *pack;        /* set by flyte_pack_start */
+  const char *id;          /* the action's id, for log lines; may be NULL */
+  const char *command;
+  json_t *input;           /* NULL when absent */
+  const char *input_error; /* why the input could not be read, or NULL */
+  double timeout;          /* in: the default; out: the command's */
+  double grace;            /* the shutdown grace period, for messages */
+} flyte_pack_action;
+
+/* Starts an action as a task of `sched` (attached to the pack's state);
+ * `done` runs when it has ended: call flyte_pack_finish there. NULL with a
+ * message when it cannot start (out of memory). */
+flyte_task *flyte_pack_start(flyte_pack *p, flyte_sched *sched,
+                             flyte_pack_action *a, flyte_task_done done,
+                             void *ud, char *err, size_t errlen);
+/* The result body of an ended action task (the handler's event, or the
+ * FATAL the contract describes); frees the task. */
+void flyte_pack_finish(flyte_pack_action *a, flyte_task *t,
+                       flyte_pack_result *out);
+/* The command's timeout, or default_timeout when it sets none. */
+double flyte_pack_timeout(flyte_pack *p, const char *command,
+                          double default_timeout);
+/* The pack's Lua state (for attaching it to a scheduler). */
+lua_State *flyte_pack_state(flyte_pack *p);
 
 /* Runs one action and always produces a result body: the handler's event,
  * or the FATAL event the contract describes. `input` is borrowed (NULL when

@@ -71,6 +71,7 @@ static void reload(flyte_host *h, const char *file) {
   }
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
+  flyte_host_wake_workers(h);
 
   pthread_mutex_lock(&h->health_mu);
   flyte_pack *old = h->health_pack;

@@ -119,6 +119,7 @@ struct flyte_standin {
   size_t nevents, events_cap;
   long counts[C_COUNT];
   long connections;
+  long slow_now, slow_peak; /* /dev/slow requests waiting, and the most */
   char *authorization;
   fault_rec *faults; /* in the order asked for */
   size_t nfaults, faults_cap;
@@ -1253,14 +1254,15 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
     long by_state[3] = {0, 0, 0};
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->nactions; i++) by_state[s->actions[i].state]++;
-    out->body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "new",
+    out->body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "new",
                           (json_int_t)by_state[ST_NEW], "pending",
                           (json_int_t)by_state[ST_PENDING], "done",
                           (json_int_t)by_state[ST_DONE], "events",
                           (json_int_t)s->nevents, "connections",
                           (json_int_t)s->connections, "takes",
                           (json_int_t)s->counts[C_TAKE], "results",
-                          (json_int_t)s->counts[C_RESULT]);
+                          (json_int_t)s->counts[C_RESULT], "slow_peak",
+                          (json_int_t)s->slow_peak);
     pthread_mutex_unlock(&s->lock);
     if (out->body == NULL)
       fail(out, 500, "out of memory");
@@ -1300,6 +1302,29 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
       fail(out, 405, "method not allowed");
       out->allow = "POST, DELETE";
     }
+  } else if (strcmp(url, "/dev/slow") == 0) {
+    /* a service that takes its time, for handlers that wait on HTTP (specs
+     * and `make bench`): any method, answered after ?ms= milliseconds */
+    const char *ms = MHD_lookup_connection_value(rq->conn,
+                                                 MHD_GET_ARGUMENT_KIND, "ms");
+    char *end = NULL;
+    long n = ms ? strtol(ms, &end, 10) : 0;
+    if (ms && (*end != '\0' || n < 0 || n > 30000)) {
+      fail(out, 400, "ms must be a whole number of milliseconds, 0 to 30000");
+      return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (++s->slow_now > s->slow_peak) s->slow_peak = s->slow_now;
+    pthread_mutex_unlock(&s->lock);
+    if (n > 0) fault_sleep(s, (double)n / 1000);
+    pthread_mutex_lock(&s->lock);
+    s->slow_now--;
+    pthread_mutex_unlock(&s->lock);
+    out->body = json_pack("{s:I}", "slept_ms", (json_int_t)n);
+    if (out->body == NULL)
+      fail(out, 500, "out of memory");
+    else
+      out->status = 200;
   } else if (strcmp(url, "/dev/reset") == 0) {
     if (!method_is(method, "POST", out)) return;
     pthread_mutex_lock(&s->lock);

@@ -92,6 +92,14 @@ double flyte_state_time_left(lua_State *L) {
   return left;
 }
 
+int flyte_state_over_limit(lua_State *L, int reset) {
+  state_data *d = data_of(L);
+  if (d == NULL) return 0;
+  int over = d->over_limit;
+  if (reset) d->over_limit = 0;
+  return over;
+}
+
 static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   state_data *d = ud;
   size_t old = ptr ? osize : 0;

@@ -18,9 +18,10 @@ typedef struct flyte_core_env {
    * Returns 0, or -1 with a message in err. */
   int (*send_event)(void *ctx, const char *json, size_t len, char *err,
                     size_t errlen);
-  /* Waits up to `seconds`; returns 1 when the time passed, 0 when the host
-   * is stopping (or reloading) first. */
-  int (*sleep)(void *ctx, double seconds);
+  /* 1 while flyte.sleep may go on sleeping; 0 once it must return false
+   * (the host is stopping; for observe, also the pack reloaded). The host
+   * wakes the loop of a sleeping task when this changes. */
+  int (*sleep_ok)(void *ctx);
   /* Non-zero once the host is stopping. */
   int (*stopping)(void *ctx);
   /* Checks the flyte-api's health; writes a status line. Returns 1 up. */
@@ -39,7 +40,8 @@ typedef enum {
   FLYTE_CALL_OK = 0,
   FLYTE_CALL_ERROR,   /* a Lua error */
   FLYTE_CALL_TIMEOUT, /* ran past its deadline */
-  FLYTE_CALL_MEMORY   /* ran out of memory (or past the limit) */
+  FLYTE_CALL_MEMORY,  /* ran out of memory (or past the limit) */
+  FLYTE_CALL_STOPPED  /* cut at the end of the host's shutdown grace */
 } flyte_call_status;
 
 /* Returns a new state with the standard libraries, the flyte module on the
@@ -62,6 +64,10 @@ const flyte_core_env *flyte_state_env(lua_State *L);
 /* Seconds left before the current call's deadline; a huge number when none.
  * When the deadline has passed, marks the call as timed out. */
 double flyte_state_time_left(lua_State *L);
+
+/* Whether an allocation was refused by the memory limit since the flag was
+ * last reset; with reset, clears it. */
+int flyte_state_over_limit(lua_State *L, int reset);
 
 /* Where the flyte Lua modules are found (see state.c). */
 const char *flyte_lua_dir(void);

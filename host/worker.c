@@ -1,11 +1,16 @@
-/* worker.c - a worker: take an action, run its handler, deliver the result.
+/* worker.c - a worker thread: an event loop, Lua states, many actions.
  *
- * Each worker owns a Lua state with the pack and an HTTP client, and takes
- * actions itself only when it is free, so no action waits on the server's
- * side of a busy host. While actions keep coming every free worker takes at
- * once; when the queue is empty one worker (the leader) polls again after
- * the poll interval and the others wait until it finds work.
+ * Each worker owns a loop (loop.c), a scheduler of coroutines (task.c),
+ * an HTTP client for the flyte-api and the Lua states of the pack it runs
+ * actions in: the current one, and older ones that finish what they run
+ * after a reload. Everything an action does happens on this loop: its
+ * take, its handler (a coroutine that yields while it waits), the post of
+ * its result and the retries. Polling is shared by the workers: while
+ * actions keep coming every worker takes; when none came, one worker (the
+ * leader) polls after the poll interval and the others wait for news.
  */
+#include "worker.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,65 +19,117 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "task.h"
 
-/* Waits until this worker should take; returns a copy of the take URL
- * (caller frees), or NULL when the host is stopping. *leading is set when
- * this worker polls for the idle pool: it stays the leader, so no other
- * worker polls, until after_take has the answer. */
-static char *wait_turn(flyte_host *h, int *leading) {
+#define DENIED_BACKOFF_CAP 60.0
+#define FINAL_DELIVERY 5.0 /* seconds to post results after the grace */
+
+enum { OWNER_WORKER = 0, OWNER_MAIN, OWNER_DELIVERING };
+
+/* A Lua state of this worker. */
+typedef struct wstate {
+  struct wstate *next;
+  flyte_pack *pack;
+  flyte_gen *gen;
+  int actions; /* running in it */
+  int retired; /* takes no more actions (memory, or cut mid-computation) */
+} wstate;
+
+typedef struct action {
+  struct action *prev, *next;
+  flyte_worker *w;
+  flyte_action a; /* from the take: owned */
+  flyte_pack_action run;
+  wstate *st;
+  flyte_task *task; /* while the handler runs */
+  double deadline;  /* of the handler, monotonic; 0 for none */
+  long entry;       /* in the outbox, or -1 */
+  atomic_int owner; /* OWNER_*: who completes it */
+  flyte_pack_result res;
+  /* delivery */
+  flyte_http_call *call;
+  flyte_timer retry;
+  flyte_retry r;
+  double posted_at;
+  char what[160];
+} action;
+
+struct flyte_worker {
+  flyte_host *h;
+  int index;
+  pthread_t thread;
+  flyte_loop *loop;
+  flyte_sched *sched;
+  flyte_http *http; /* the flyte-api's, with the token */
+  wstate *states;   /* newest first */
+  pthread_mutex_t mu; /* the action list, for flyte_worker_complete_stuck */
+  action *actions;
+  atomic_int nactions;
+  flyte_http_call *take; /* the take in flight, or NULL */
+  double take_started;
+  int leading;
+  flyte_timer poll_timer;
+  double stop_deadline; /* the one applied to the running handlers */
+  atomic_int ended;
+};
+
+static void free_action(action *x);
+
+/* ---- the host's polling ---------------------------------------------------- */
+
+static int reserve(flyte_host *h) {
+  int n = atomic_load(&h->in_flight);
+  while (n < h->cfg->concurrency)
+    if (atomic_compare_exchange_weak(&h->in_flight, &n, n + 1)) return 1;
+  return 0;
+}
+
+static void unreserve(flyte_host *h) {
+  if (atomic_fetch_sub(&h->in_flight, 1) == h->cfg->concurrency)
+    flyte_host_wake_workers(h); /* one may take again */
+}
+
+/* Whether this worker should take now: a copy of the take URL (caller
+ * frees), or NULL; *again: when to look again (0: on a wake). */
+static char *take_turn(flyte_worker *w, double *again) {
+  flyte_host *h = w->h;
   char *url = NULL;
-  *leading = 0;
+  *again = 0;
   pthread_mutex_lock(&h->mu);
-  for (;;) {
-    if (atomic_load(&h->stopping)) break;
-    if (!h->registered || h->gen->info.ncommands == 0) {
-      flyte_host_wait(h, 0);
-      continue;
-    }
+  if (!atomic_load(&h->stopping) && h->registered &&
+      h->gen->info.ncommands > 0 && h->api_pack.take_url) {
     if (h->hot) {
       url = strdup(h->api_pack.take_url);
-      break;
+    } else if (!h->leader) {
+      if (flyte_monotime() >= h->next_poll) {
+        h->leader = 1;
+        w->leading = 1;
+        url = strdup(h->api_pack.take_url);
+      } else {
+        *again = h->next_poll;
+      }
     }
-    if (h->leader) {
-      flyte_host_wait(h, 0);
-      continue;
-    }
-    h->leader = 1;
-    while (!atomic_load(&h->stopping) && h->registered && !h->hot &&
-           h->gen->info.ncommands > 0 && flyte_monotime() < h->next_poll)
-      flyte_host_wait(h, h->next_poll);
-    if (!atomic_load(&h->stopping) && h->registered &&
-        h->gen->info.ncommands > 0) {
-      url = strdup(h->api_pack.take_url);
-      *leading = 1;
-      break;
-    }
-    h->leader = 0;
-    pthread_cond_broadcast(&h->cond);
   }
   pthread_mutex_unlock(&h->mu);
   return url;
 }
 
-#define DENIED_BACKOFF_CAP 60.0
-
 static void after_take(flyte_host *h, flyte_take_result r, const char *err,
                        int leading) {
   pthread_mutex_lock(&h->mu);
   double wait = h->cfg->poll_interval;
-  if (leading) {
-    h->leader = 0; /* the answer is in: another worker may lead */
-    pthread_cond_broadcast(&h->cond);
-  }
+  int news = leading; /* the answer is in: another worker may lead */
+  if (leading) h->leader = 0;
   switch (r) {
   case FLYTE_TAKE_ACTION:
     h->denied = 0;
     clock_gettime(CLOCK_REALTIME, &h->last_poll);
     if (!h->hot) {
-      h->hot = 1;
-      pthread_cond_broadcast(&h->cond); /* more may be waiting: all take */
+      h->hot = 1; /* more may be waiting: all take */
+      news = 1;
     }
     pthread_mutex_unlock(&h->mu);
+    if (news) flyte_host_wake_workers(h);
     return;
   case FLYTE_TAKE_NONE:
     h->denied = 0;
@@ -104,164 +161,504 @@ static void after_take(flyte_host *h, flyte_take_result r, const char *err,
     }
     break;
   }
+  if (h->hot || leading) news = 1;
   h->hot = 0;
   h->next_poll = flyte_monotime() + wait;
-  pthread_cond_broadcast(&h->cond);
+  pthread_cond_broadcast(&h->cond); /* the main thread: need_register */
   pthread_mutex_unlock(&h->mu);
+  if (news) flyte_host_wake_workers(h);
 }
 
-/* Makes *pack run the current generation's code; keeps the old state when
- * the new one cannot be built (the file changed again under us). */
-static void catch_up(flyte_host *h, flyte_gen **mine, flyte_pack **pack,
-                     int force) {
+/* ---- Lua states -------------------------------------------------------------- */
+
+static void close_idle_states(flyte_worker *w, flyte_gen *current) {
+  for (wstate **p = &w->states; *p;) {
+    wstate *st = *p;
+    if (st->actions == 0 && (st->retired || st->gen != current)) {
+      *p = st->next;
+      flyte_pack_close(st->pack);
+      free(st);
+    } else {
+      p = &st->next;
+    }
+  }
+}
+
+/* The state new actions run in: the current generation's, built when
+ * needed; an older one when the new code cannot be built (the file
+ * changed again under us). NULL with a message when there is none. */
+static wstate *current_state(flyte_worker *w, char *err, size_t errlen) {
+  flyte_host *h = w->h;
   flyte_gen *g = flyte_host_gen(h);
-  if (g == *mine && !force) return;
-  char err[1024];
-  flyte_pack *fresh = flyte_pack_open(h->pack_path, &g->env,
-                                      h->cfg->memory_limit, &g->sources,
-                                      err, sizeof err);
-  if (fresh == NULL) {
-    flyte_error("cannot build a Lua state for the pack: %s", err);
+  wstate *st = w->states;
+  if (st && st->gen == g && !st->retired) return st;
+  flyte_pack *p = flyte_pack_open(h->pack_path, &g->env, h->cfg->memory_limit,
+                                  &g->sources, err, errlen);
+  if (p == NULL) {
+    flyte_error("worker %d cannot build a Lua state for the pack: %s",
+                w->index, err);
+    for (st = w->states; st; st = st->next)
+      if (!st->retired) return st;
+    return NULL;
+  }
+  st = calloc(1, sizeof *st);
+  if (st == NULL) {
+    flyte_pack_close(p);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  flyte_sched_attach(w->sched, flyte_pack_state(p));
+  st->pack = p;
+  st->gen = g;
+  st->next = w->states;
+  w->states = st;
+  close_idle_states(w, g);
+  return st;
+}
+
+/* ---- delivering a result ---------------------------------------------------- */
+
+static void post(action *x);
+
+/* The action is over: its result went (or never will). */
+static void action_over(action *x, flyte_delivery d) {
+  flyte_worker *w = x->w;
+  flyte_host *h = w->h;
+  if (x->entry > 0 && d != FLYTE_ABANDONED)
+    flyte_outbox_done(h->outbox, x->entry);
+  flyte_metrics_action_done(h->metrics, x->a.command,
+                            d == FLYTE_ABANDONED ? "abandoned"
+                                                 : x->res.outcome,
+                            x->res.seconds);
+  if (d == FLYTE_DELIVERED &&
+      flyte_log_enabled(x->res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO)) {
+    char ms[32];
+    snprintf(ms, sizeof ms, "%.3f", x->res.seconds * 1000);
+    flyte_log_field fields[] = {
+        {"action", x->a.id},   {"command", x->a.command},
+        {"event", x->res.event}, {"duration_ms", ms},
+        {"outcome", x->res.outcome}, {NULL, NULL}};
+    flyte_log_with(x->res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO, fields, 0,
+                   "action %s: %s -> %s (%.1f ms)", x->a.id, x->a.command,
+                   x->res.event, x->res.seconds * 1000);
+  }
+  free_action(x);
+}
+
+/* The last moment a result may still be posted once the host stops. */
+static double final_deadline(flyte_host *h) {
+  pthread_mutex_lock(&h->mu);
+  double d = h->stop_deadline + FINAL_DELIVERY;
+  pthread_mutex_unlock(&h->mu);
+  return d;
+}
+
+static void on_retry(void *ud) {
+  action *x = ud;
+  flyte_host *h = x->w->h;
+  if (atomic_load(&h->cancel) ||
+      (atomic_load(&h->stopping) && flyte_monotime() >= final_deadline(h))) {
+    flyte_error("%s abandoned: the host stopped before the flyte-api took "
+                "it", x->what);
+    action_over(x, FLYTE_ABANDONED);
     return;
   }
-  flyte_pack_close(*pack);
-  *pack = fresh;
-  *mine = g;
+  post(x);
 }
 
-/* Marks the worker as running `a`; the main thread may complete it with a
- * FATAL if the handler is still running at the end of the grace period. */
-static void slot_take(flyte_worker *w, const flyte_action *a, long entry) {
-  flyte_host *h = w->host;
-  pthread_mutex_lock(&h->mu);
-  w->entry = entry;
-  w->result_url = a->result_url;
-  w->command = a->command;
-  w->action = a->id;
-  atomic_store(&w->slot, SLOT_RUNNING);
-  pthread_mutex_unlock(&h->mu);
+static void posted(flyte_http_call *call, void *ud) {
+  action *x = ud;
+  flyte_host *h = x->w->h;
+  flyte_http_resp r;
+  char err[512];
+  long status = -1;
+  x->call = NULL;
+  if (flyte_http_result(call, &r) == 0) {
+    status = r.status;
+    err[0] = '\0';
+    if (status != 202) {
+      int n = (int)(r.body_len < 200 ? r.body_len : 200);
+      snprintf(err, sizeof err, "post: HTTP %ld%s%.*s", status,
+               n ? ": " : "", n, r.body);
+    }
+  } else {
+    snprintf(err, sizeof err, "post: %s", r.error);
+  }
+  flyte_metrics_api(h->metrics, "result", status < 0 ? 0 : status,
+                    flyte_monotime() - x->posted_at);
+  flyte_http_release(call);
+  double wait = 0;
+  int v = flyte_retry_verdict(&x->r, status, err, x->what, x->res.body,
+                              strlen(x->res.body), &wait);
+  if (v != FLYTE_RETRY) {
+    action_over(x, (flyte_delivery)v);
+    return;
+  }
+  double due = flyte_monotime() + wait;
+  if (atomic_load(&h->stopping) && due > final_deadline(h))
+    due = final_deadline(h);
+  flyte_timer_start(x->w->loop, &x->retry, due, on_retry, x);
 }
 
-/* Returns 1 when this worker still owns the action's result. */
-static int slot_release(flyte_worker *w) {
-  flyte_host *h = w->host;
-  int running = SLOT_RUNNING;
-  int mine = atomic_compare_exchange_strong(&w->slot, &running, SLOT_IDLE);
-  pthread_mutex_lock(&h->mu);
-  w->result_url = w->command = w->action = NULL;
-  pthread_mutex_unlock(&h->mu);
-  return mine;
+static void post(action *x) {
+  char err[256];
+  flyte_http_req req = {"POST", x->a.result_url, x->res.body,
+                        strlen(x->res.body), NULL, 0, 1, 0};
+  x->posted_at = flyte_monotime();
+  if (flyte_api_url_allowed(x->a.result_url, err, sizeof err) != 0) {
+    flyte_error("%s: post: %s", x->what, err);
+    action_over(x, FLYTE_REFUSED);
+    return;
+  }
+  x->call = flyte_http_start(x->w->http, x->w->loop, &req, posted, x, err,
+                             sizeof err);
+  if (x->call == NULL) { /* out of memory: try again later */
+    double wait = 0;
+    flyte_retry_verdict(&x->r, -1, err, x->what, x->res.body,
+                        strlen(x->res.body), &wait);
+    flyte_timer_start(x->w->loop, &x->retry, flyte_monotime() + wait,
+                      on_retry, x);
+  }
 }
 
-static void handle(flyte_worker *w, flyte_gen **mine, flyte_pack **pack,
-                   flyte_http *http, flyte_action *a) {
-  flyte_host *h = w->host;
-  flyte_pack_result res;
-  catch_up(h, mine, pack, 0); /* a reload since: run the new code */
-  flyte_log_field took[] = {{"action", a->id}, {"command", a->command},
+/* ---- running an action --------------------------------------------------------- */
+
+static void handler_done(flyte_task *t, void *ud) {
+  action *x = ud;
+  flyte_worker *w = x->w;
+  flyte_host *h = w->h;
+  char err[512];
+  x->task = NULL;
+  flyte_pack_finish(&x->run, t, &x->res);
+  x->st->actions--;
+  if (x->res.state_broken) x->st->retired = 1;
+  flyte_metrics_in_flight(h->metrics, x->a.command, -1);
+  int mine = OWNER_WORKER;
+  if (!atomic_compare_exchange_strong(&x->owner, &mine, OWNER_DELIVERING)) {
+    flyte_warn("action %s (%s) finished after the host posted its FATAL; "
+               "its result is dropped",
+               x->a.id, x->a.command);
+    free(x->res.body);
+    x->res.body = NULL;
+    x->res.outcome = "abandoned";
+    action_over(x, FLYTE_REFUSED);
+    return;
+  }
+  if (x->res.body == NULL) {
+    flyte_error("action %s: out of memory building its result", x->a.id);
+    action_over(x, FLYTE_ABANDONED);
+    return;
+  }
+  if (x->entry > 0 &&
+      flyte_outbox_result(h->outbox, x->entry, x->a.result_url, x->a.command,
+                          x->a.id, x->res.body, strlen(x->res.body), err,
+                          sizeof err) != 0)
+    flyte_error("outbox: %s", err);
+  post(x);
+}
+
+static void run_action(flyte_worker *w, flyte_action *a) {
+  flyte_host *h = w->h;
+  char err[1024];
+  action *x = calloc(1, sizeof *x);
+  if (x == NULL) {
+    flyte_error("action %s: out of memory; it stays PENDING", a->id);
+    flyte_action_free(a);
+    unreserve(h);
+    return;
+  }
+  x->w = w;
+  x->a = *a; /* takes ownership */
+  x->entry = -1;
+  flyte_retry_init(&x->r, 0);
+  snprintf(x->what, sizeof x->what, "result of action %s (%s)", x->a.id,
+           x->a.command);
+  pthread_mutex_lock(&w->mu);
+  x->next = w->actions;
+  if (w->actions) w->actions->prev = x;
+  w->actions = x;
+  pthread_mutex_unlock(&w->mu);
+  atomic_fetch_add(&w->nactions, 1);
+
+  flyte_log_field took[] = {{"action", x->a.id}, {"command", x->a.command},
                             {NULL, NULL}};
   flyte_log_with(FLYTE_LOG_DEBUG, took, 0, "action %s: took it; running '%s'",
-                 a->id, a->command);
-  char err[512];
-  long entry = -1;
+                 x->a.id, x->a.command);
   if (h->outbox) {
     /* on disk before the handler runs: a crash from here on still ends
      * with a result for this action */
-    entry = flyte_outbox_taken(h->outbox, a->result_url, a->command, a->id,
-                               err, sizeof err);
-    if (entry < 0) flyte_error("outbox: %s", err);
+    x->entry = flyte_outbox_taken(h->outbox, x->a.result_url, x->a.command,
+                                  x->a.id, err, sizeof err);
+    if (x->entry < 0) flyte_error("outbox: %s", err);
   }
-  slot_take(w, a, entry);
   flyte_metrics_action_taken(h->metrics);
-  flyte_metrics_in_flight(h->metrics, a->command, 1);
-  flyte_pack_run(*pack, a->id, a->command, a->input, a->input_error,
-                 h->cfg->handler_timeout, &res);
-  flyte_metrics_in_flight(h->metrics, a->command, -1);
-  if (!slot_release(w)) {
-    flyte_warn("action %s (%s) finished after the host posted its FATAL; "
-               "its result is dropped", a->id, a->command);
-    flyte_metrics_action_done(h->metrics, a->command, "abandoned",
-                              res.seconds);
-    free(res.body);
+  flyte_metrics_in_flight(h->metrics, x->a.command, 1);
+  x->run = (flyte_pack_action){NULL,         x->a.id,          x->a.command,
+                               x->a.input,   x->a.input_error, h->cfg->handler_timeout,
+                               h->cfg->shutdown_grace};
+  x->st = current_state(w, err, sizeof err);
+  if (x->st)
+    x->task = flyte_pack_start(x->st->pack, w->sched, &x->run, handler_done,
+                               x, err, sizeof err);
+  if (x->task == NULL) {
+    char text[1200];
+    snprintf(text, sizeof text, "command '%s' could not start: %s",
+             x->a.command, err);
+    flyte_metrics_in_flight(h->metrics, x->a.command, -1);
+    x->res.body = flyte_api_fatal_body(text);
+    snprintf(x->res.event, sizeof x->res.event, "FATAL");
+    x->res.fatal = 1;
+    x->res.outcome = "fatal";
+    x->st = NULL;
+    atomic_store(&x->owner, OWNER_DELIVERING);
+    if (x->res.body)
+      post(x);
+    else
+      action_over(x, FLYTE_ABANDONED);
     return;
   }
-  char what[160];
-  snprintf(what, sizeof what, "result of action %s (%s)", a->id, a->command);
-  if (res.body == NULL) {
-    flyte_error("action %s: out of memory building its result", a->id);
-  } else {
-    size_t len = strlen(res.body);
-    if (entry > 0 &&
-        flyte_outbox_result(h->outbox, entry, a->result_url, a->command, a->id,
-                            res.body, len, err, sizeof err) != 0)
-      flyte_error("outbox: %s", err);
-    flyte_delivery d = flyte_deliver(h, http, "result", a->result_url,
-                                     res.body, len, what, 0);
-    if (entry > 0 && d != FLYTE_ABANDONED) flyte_outbox_done(h->outbox, entry);
-    flyte_metrics_action_done(h->metrics, a->command,
-                              d == FLYTE_ABANDONED ? "abandoned" : res.outcome,
-                              res.seconds);
-    if (d == FLYTE_DELIVERED &&
-        flyte_log_enabled(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO)) {
-      char ms[32];
-      snprintf(ms, sizeof ms, "%.3f", res.seconds * 1000);
-      flyte_log_field fields[] = {{"action", a->id},    {"command", a->command},
-                                  {"event", res.event}, {"duration_ms", ms},
-                                  {"outcome", res.outcome}, {NULL, NULL}};
-      flyte_log_with(res.fatal ? FLYTE_LOG_WARN : FLYTE_LOG_INFO, fields, 0,
-                     "action %s: %s -> %s (%.1f ms)", a->id, a->command,
-                     res.event, res.seconds * 1000);
-    }
-  }
-  free(res.body);
-  /* After a timeout or running out of memory the state may hold broken
-   * invariants: start afresh. */
-  if (res.state_broken) catch_up(h, mine, pack, 1);
+  x->st->actions++;
+  x->deadline = x->run.timeout > 0 ? flyte_monotime() + x->run.timeout : 0;
+  if (w->stop_deadline > 0 &&
+      (x->deadline == 0 || w->stop_deadline < x->deadline))
+    flyte_task_set_deadline(x->task, w->stop_deadline, FLYTE_CALL_STOPPED);
 }
 
-/* Builds the worker's first state. The pack file may be mid-edit (it
- * loaded fine a moment ago): keep trying, with the current code, until it
- * loads or the host stops. */
-static flyte_pack *first_state(flyte_host *h, flyte_gen **mine) {
+static void free_action(action *x) {
+  flyte_worker *w = x->w;
+  if (x->task) flyte_task_free(x->task);
+  if (x->call) flyte_http_release(x->call);
+  flyte_timer_stop(w->loop, &x->retry);
+  pthread_mutex_lock(&w->mu);
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    w->actions = x->next;
+  if (x->next) x->next->prev = x->prev;
+  pthread_mutex_unlock(&w->mu);
+  atomic_fetch_sub(&w->nactions, 1);
+  unreserve(w->h);
+  flyte_action_free(&x->a);
+  free(x->res.body);
+  free(x);
+  close_idle_states(w, flyte_host_gen(w->h));
+}
+
+/* ---- taking ------------------------------------------------------------------ */
+
+static void taken(flyte_http_call *call, void *ud) {
+  flyte_worker *w = ud;
+  flyte_host *h = w->h;
+  flyte_http_resp r;
+  flyte_action a;
   char err[1024];
-  double wait = 0.1;
-  while (!atomic_load(&h->stopping)) {
-    *mine = flyte_host_gen(h);
-    flyte_pack *p = flyte_pack_open(h->pack_path, &(*mine)->env,
-                                    h->cfg->memory_limit,
-                                    &(*mine)->sources, err, sizeof err);
-    if (p) return p;
-    flyte_error("worker cannot load the pack (trying again in %g s): %s",
-                wait, err);
-    flyte_host_sleep(h, wait);
-    wait = wait * 2 > 5 ? 5 : wait * 2;
+  flyte_take_result res;
+  w->take = NULL;
+  if (flyte_http_result(call, &r) == 0) {
+    flyte_metrics_api(h->metrics, "take", r.status,
+                      flyte_monotime() - w->take_started);
+    res = flyte_api_parse_take(r.status, r.body, r.body_len, &a, err,
+                               sizeof err);
+  } else {
+    flyte_metrics_api(h->metrics, "take", 0,
+                      flyte_monotime() - w->take_started);
+    snprintf(err, sizeof err, "take: %s", r.error);
+    res = FLYTE_TAKE_ERROR;
   }
+  flyte_http_release(call);
+  int leading = w->leading;
+  w->leading = 0;
+  after_take(h, res, err, leading);
+  if (res == FLYTE_TAKE_ACTION)
+    run_action(w, &a);
+  else
+    unreserve(h);
+}
+
+static void poll_due(void *ud) { (void)ud; /* the loop looks again */ }
+
+/* Takes an action when this worker should: nothing ready to run on it,
+ * room in the host, and the host's polling says so. */
+static void maybe_take(flyte_worker *w) {
+  flyte_host *h = w->h;
+  if (w->take || atomic_load(&h->stopping) || flyte_sched_has_ready(w->sched))
+    return;
+  if (!reserve(h)) return;
+  double again;
+  char *url = take_turn(w, &again);
+  if (url == NULL) {
+    unreserve(h);
+    if (again > 0) flyte_timer_start(w->loop, &w->poll_timer, again, poll_due,
+                                     w);
+    return;
+  }
+  char err[256];
+  flyte_http_req req = {"POST", url, NULL, 0, NULL, 0, 1, 0};
+  w->take_started = flyte_monotime();
+  char why[200];
+  if (flyte_api_url_allowed(url, why, sizeof why) == 0)
+    w->take = flyte_http_start(w->http, w->loop, &req, taken, w, why,
+                               sizeof why);
+  snprintf(err, sizeof err, "take: %s", why);
+  free(url);
+  if (w->take == NULL) {
+    int leading = w->leading;
+    w->leading = 0;
+    after_take(h, FLYTE_TAKE_ERROR, err, leading);
+    unreserve(h);
+  }
+}
+
+/* ---- the thread ----------------------------------------------------------------- */
+
+/* Something changed in the host: stopping moves every handler's deadline
+ * to the end of the grace period, and ends sleeps. */
+static void on_wake(void *ud) {
+  flyte_worker *w = ud;
+  flyte_host *h = w->h;
+  if (!atomic_load(&h->stopping)) return;
+  pthread_mutex_lock(&h->mu);
+  double dl = h->stop_deadline;
+  pthread_mutex_unlock(&h->mu);
+  if (dl != w->stop_deadline) {
+    w->stop_deadline = dl;
+    for (action *x = w->actions; x; x = x->next)
+      if (x->task && (x->deadline == 0 || dl < x->deadline))
+        flyte_task_set_deadline(x->task, dl, FLYTE_CALL_STOPPED);
+  }
+  flyte_sched_interrupt_sleeps(w->sched);
+  if (atomic_load(&h->cancel)) /* a second signal: stop posting now */
+    for (action *x = w->actions, *next; x; x = next) {
+      next = x->next;
+      if (x->task == NULL) {
+        flyte_error("%s abandoned: the host was told to stop now", x->what);
+        action_over(x, FLYTE_ABANDONED);
+      }
+    }
+}
+
+static void *worker_main(void *arg) {
+  flyte_worker *w = arg;
+  flyte_host *h = w->h;
+  for (;;) {
+    flyte_sched_run(w->sched);
+    maybe_take(w);
+    if (atomic_load(&h->stopping) && atomic_load(&w->nactions) == 0 &&
+        w->take == NULL)
+      break;
+    if (flyte_loop_run_once(w->loop, -1) != 0) {
+      flyte_error("worker %d: the event loop failed", w->index);
+      break;
+    }
+    flyte_worker_note_lag(h, flyte_loop_take_lag(w->loop));
+  }
+  atomic_store(&w->ended, 1);
+  pthread_mutex_lock(&h->mu);
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->mu);
   return NULL;
 }
 
-void *flyte_worker_main(void *arg) {
-  flyte_worker *w = arg;
-  flyte_host *h = w->host;
-  char err[1024];
+flyte_worker *flyte_worker_start(flyte_host *h, int index) {
+  char err[256];
+  flyte_worker *w = calloc(1, sizeof *w);
+  if (w == NULL) return NULL;
+  w->h = h;
+  w->index = index;
+  pthread_mutex_init(&w->mu, NULL);
+  flyte_http_opts opts = flyte_host_http_opts(h);
+  w->loop = flyte_loop_new(err, sizeof err);
+  w->sched = w->loop ? flyte_sched_new(w->loop) : NULL;
+  w->http = flyte_http_new(&opts);
+  if (w->loop == NULL || w->sched == NULL || w->http == NULL) {
+    flyte_error("worker %d: %s", index, w->loop ? "out of memory" : err);
+    flyte_worker_free(w);
+    return NULL;
+  }
+  flyte_loop_on_wake(w->loop, on_wake, w);
+  if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+    flyte_worker_free(w);
+    return NULL;
+  }
+  return w;
+}
+
+void flyte_worker_wake(flyte_worker *w) { flyte_loop_wake(w->loop); }
+
+void flyte_worker_stop_at(flyte_worker *w, double deadline) {
+  flyte_sched_stop_at(w->sched, deadline);
+}
+
+int flyte_worker_actions(flyte_worker *w) {
+  return atomic_load(&w->nactions);
+}
+
+int flyte_worker_join(flyte_worker *w, double deadline) {
+  flyte_host *h = w->h;
+  pthread_mutex_lock(&h->mu);
+  while (!atomic_load(&w->ended) && flyte_monotime() < deadline)
+    flyte_host_wait(h, deadline);
+  pthread_mutex_unlock(&h->mu);
+  if (!atomic_load(&w->ended)) return 0;
+  pthread_join(w->thread, NULL);
+  return 1;
+}
+
+void flyte_worker_complete_stuck(flyte_worker *w, const char *why) {
+  flyte_host *h = w->h;
   flyte_http_opts opts = flyte_host_http_opts(h);
   flyte_http *http = flyte_http_new(&opts);
-  flyte_gen *mine = NULL;
-  flyte_pack *pack = http ? first_state(h, &mine) : NULL;
-  if (http == NULL || pack == NULL) goto cleanup;
-  char *url;
-  int leading;
-  while ((url = wait_turn(h, &leading)) != NULL) {
-    flyte_action a;
-    flyte_take_result r = flyte_api_take(http, url, &a, err, sizeof err);
-    free(url);
-    after_take(h, r, err, leading);
-    if (r == FLYTE_TAKE_ACTION) {
-      handle(w, &mine, &pack, http, &a);
-      flyte_action_free(&a);
+  for (;;) {
+    /* copy first: the worker frees an action once it is delivered */
+    char *url = NULL, *command = NULL, *id = NULL;
+    long entry = -1;
+    pthread_mutex_lock(&w->mu);
+    for (action *x = w->actions; x; x = x->next) {
+      int mine = OWNER_WORKER;
+      if (atomic_compare_exchange_strong(&x->owner, &mine, OWNER_MAIN)) {
+        url = strdup(x->a.result_url);
+        command = strdup(x->a.command);
+        id = strdup(x->a.id);
+        entry = x->entry;
+        break;
+      }
     }
+    pthread_mutex_unlock(&w->mu);
+    if (url == NULL) break;
+    char text[600], what[300];
+    snprintf(text, sizeof text, "command '%s': %s", command ? command : "?",
+             why);
+    char *body = flyte_api_fatal_body(text);
+    snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
+             id ? id : "?", command ? command : "?");
+    flyte_delivery d =
+        http && body ? flyte_deliver(h, http, "result", url, body,
+                                     strlen(body), what, 0)
+                     : FLYTE_ABANDONED;
+    if (d != FLYTE_ABANDONED && entry > 0) flyte_outbox_done(h->outbox, entry);
+    if (d == FLYTE_DELIVERED)
+      flyte_warn("action %s (%s): %s; posted FATAL", id, command, why);
+    free(body);
+    free(url);
+    free(command);
+    free(id);
   }
-cleanup:
-  flyte_pack_close(pack);
   flyte_http_free(http);
-  return NULL;
+}
+
+void flyte_worker_free(flyte_worker *w) {
+  if (w == NULL) return;
+  while (w->actions) free_action(w->actions);
+  if (w->take) flyte_http_release(w->take);
+  if (w->loop) flyte_timer_stop(w->loop, &w->poll_timer);
+  for (wstate *st = w->states, *next; st; st = next) {
+    next = st->next;
+    flyte_pack_close(st->pack);
+    free(st);
+  }
+  flyte_http_free(w->http);
+  flyte_sched_free(w->sched);
+  flyte_loop_free(w->loop);
+  pthread_mutex_destroy(&w->mu);
+  free(w);
 }

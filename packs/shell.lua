@@ -2,44 +2,28 @@
 -- with bash and answers Output { stdout, stderr, exit_code }.
 --
 -- A flow sends { "command": "shell", "input": "uname -a" }.
+--
+-- The script runs with flyte.exec: other actions go on while it runs, the
+-- script is given to bash on its standard input (no temporary files, no
+-- quoting), and the command's timeout kills it.
 
 local flyte = require "flyte"
 
 local Output = flyte.event_def { name = "Output" }
 local Error = flyte.event_def { name = "Error" }
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 local function run(script)
   if type(script) ~= "string" then
     return Error { error = "input must be a script (a JSON string), got "
       .. type(script) }
   end
-  local script_path, out, err = os.tmpname(), os.tmpname(), os.tmpname()
-  local f = assert(io.open(script_path, "wb"))
-  f:write(script)
-  f:close()
-  local _, how, code = os.execute(string.format("bash %s >%s 2>%s </dev/null",
-    quote(script_path), quote(out), quote(err)))
-  local result = Output {
-    stdout = slurp(out),
-    stderr = slurp(err),
-    exit_code = how == "exit" and code or 128 + code,
+  local res, err = flyte.exec { cmd = { "bash", "-s" }, stdin = script }
+  if not res then return Error { error = err } end
+  return Output {
+    stdout = res.stdout,
+    stderr = res.stderr,
+    exit_code = res.status or 128 + res.signal,
   }
-  os.remove(script_path)
-  os.remove(out)
-  os.remove(err)
-  return result
 end
 
 return flyte.pack {
@@ -48,6 +32,7 @@ return flyte.pack {
   commands = {
     shell = {
       output_events = { Output, Error },
+      timeout = 600,
       handler = run,
     },
   },

@@ -2,6 +2,7 @@
 #include "../config.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -16,11 +17,13 @@ int main(void) {
   unsetenv("FLYTE_API");
   unsetenv("FLYTE_LABELS");
   unsetenv("FLYTE_WORKERS");
+  unsetenv("FLYTE_CONCURRENCY");
 
   /* defaults */
   CHECK(load(&c, 0, NULL, err) == 0);
   CHECK(c.api == NULL);
-  CHECK(c.workers == 4);
+  CHECK(c.workers == (int)sysconf(_SC_NPROCESSORS_ONLN)); /* one per CPU */
+  CHECK(c.concurrency == 256);
   CHECK(c.health_port == 8090);
   CHECK(c.poll_interval == 5);
   CHECK(c.api_timeout == 10);
@@ -42,6 +45,16 @@ int main(void) {
   flyte_config_free(&c);
 
   /* bad values name the setting */
+  setenv("FLYTE_CONCURRENCY", "0", 1);
+  CHECK(load(&c, 0, NULL, err) == -1);
+  CHECK_STR(err,
+            "FLYTE_CONCURRENCY: '0' is not a whole number from 1 to 100000");
+  unsetenv("FLYTE_CONCURRENCY");
+  char *argv_c[] = {"--concurrency", "32"};
+  CHECK(load(&c, 2, argv_c, err) == 0);
+  CHECK(c.concurrency == 32);
+  flyte_config_free(&c);
+
   setenv("FLYTE_WORKERS", "many", 1);
   CHECK(load(&c, 0, NULL, err) == -1);
   CHECK_STR(err, "FLYTE_WORKERS: 'many' is not a whole number from 1 to 1024");

@@ -120,6 +120,76 @@ function M.sleep(seconds)
   return core.sleep(seconds)
 end
 
+--- Runs fn(...) alongside the caller, within the same action; returns a
+-- task whose task:wait() returns true and fn's results, or false and its
+-- error. Tasks not waited on end with their action.
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("flyte.spawn: expected a function, got " .. type(fn), 2)
+  end
+  return core.spawn(fn, ...)
+end
+
+local EXEC_OPTIONS = { cmd = true, stdin = true, env = true, cwd = true,
+  timeout = true }
+
+--- Runs a program without blocking other actions: no shell unless cmd
+-- names one. Returns { status, signal, stdout, stderr, truncated }, or nil
+-- and a message (it could not start, or ran past its timeout and was
+-- killed). stdout and stderr keep at most 1 MiB each (truncated says when
+-- more was dropped). env: names to strings (set) or false (removed), over
+-- the host's environment.
+function M.exec(opts)
+  local function fail(msg) error("flyte.exec: " .. msg, 3) end
+  if type(opts) ~= "table" then
+    fail("expected a table of options, got " .. type(opts))
+  end
+  for k in pairs(opts) do
+    if not EXEC_OPTIONS[k] then
+      fail("unknown option '" .. tostring(k) .. "' (options: cmd, cwd, env, "
+        .. "stdin, timeout)")
+    end
+  end
+  local cmd = opts.cmd
+  if type(cmd) ~= "table" or #cmd == 0 then
+    fail("cmd must be a list of strings, the program and its arguments, got "
+      .. type(cmd))
+  end
+  for i = 1, #cmd do
+    if type(cmd[i]) ~= "string" then
+      fail("cmd[" .. i .. "] must be a string, got " .. type(cmd[i]))
+    end
+  end
+  if opts.stdin ~= nil and type(opts.stdin) ~= "string" then
+    fail("stdin must be a string, got " .. type(opts.stdin))
+  end
+  if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
+    fail("cwd must be a string, got " .. type(opts.cwd))
+  end
+  if opts.env ~= nil then
+    if type(opts.env) ~= "table" then
+      fail("env must be a table of names to strings, got " .. type(opts.env))
+    end
+    for k, v in pairs(opts.env) do
+      if type(k) ~= "string" or not k:match("^[^=%z]+$") then
+        fail("env names must be strings without '=', got " .. tostring(k))
+      end
+      if v ~= false and type(v) ~= "string" then
+        fail("env." .. k .. " must be a string or false, got " .. type(v))
+      end
+    end
+  end
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout
+      or timeout <= 0 or timeout == math.huge) then
+    fail("timeout must be a positive number of seconds, got "
+      .. tostring(timeout))
+  end
+  local res, err = core.exec(cmd, opts.stdin, opts.env, opts.cwd, timeout)
+  if not res then return nil, "flyte.exec: " .. err end
+  return res
+end
+
 --- The current time, RFC 3339 in UTC.
 function M.now()
   if M._clock then return M._clock:now() end

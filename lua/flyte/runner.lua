@@ -5,6 +5,9 @@
 local core = require "flyte.core"
 local schema = require "flyte.schema"
 
+-- pack code's coroutines may wait on the host's operations
+require("flyte.coroutine").install()
+
 local M = {}
 
 local function encode_body(name, payload)
@@ -174,6 +177,19 @@ function M.run(pack, command, input, input_error)
       .. "payload cannot be encoded as JSON: %s", command, name, body))
   end
   return body, name, name == "FATAL"
+end
+
+--- The FATAL body of a command that ran past its timeout, as the host
+-- posts it.
+function M.timed_out(command, timeout)
+  return fatal(string.format("command '%s' timed out after %g s", command,
+    timeout))
+end
+
+--- The command's own timeout, or nil.
+function M.timeout_of(pack, command)
+  local cmd = pack.commands and pack.commands[command]
+  return type(cmd) == "table" and cmd.timeout or nil
 end
 
 --- Sorted names of the pack's health checks ({ "DefaultCheck" } when none).

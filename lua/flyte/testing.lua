@@ -77,8 +77,19 @@ function Pack:invoke(command, input)
       payload = event.payload }
     return true
   end
-  local body = runner.run(self.pack, command, decoded, input_error)
+  -- a task, as in the host: waiting yields, flyte.spawn works, and the
+  -- command's timeout cuts it at its deadline
+  local timeout = runner.timeout_of(self.pack, command)
+  local ok, body, why = core.run(timeout or 0, runner.run, self.pack,
+    command, decoded, input_error)
   flyte._event_sink = nil
+  if not ok then
+    if body == "timeout" then
+      body = runner.timed_out(command, timeout)
+    else
+      error("invoke: " .. tostring(why), 2)
+    end
+  end
   return without_created_at(body)
 end
 
@@ -277,18 +288,14 @@ function Pack:observe(opts)
     if until_events and #sent >= until_events then clock:stop() end
     return true
   end
-  local deadline = core.monotime() + timeout
-  local hook, mask, count = debug.gethook()
-  debug.sethook(function()
-    if core.monotime() > deadline then
-      stop("observe: still running after " .. timeout .. " s of real time, "
-        .. "with " .. #sent .. " event(s) sent")
-    end
-  end, "", 1000)
-  local ok, err = pcall(self.pack.observe)
-  debug.sethook(hook, mask, count)
+  -- a task, as in the host, cut after `timeout` seconds of real time
+  local ok, why, err = core.run(timeout, self.pack.observe)
   flyte._clock, flyte._event_sink = saved_clock, saved_sink
   if problem then error(problem, 2) end
+  if not ok and why == "timeout" then
+    error("observe: still running after " .. timeout .. " s of real time, "
+      .. "with " .. #sent .. " event(s) sent", 2)
+  end
   if not ok then
     error("observe raised an error: " .. tostring(err), 2)
   end

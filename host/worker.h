@@ -1,0 +1,39 @@
+/* worker.h - a worker thread: an event loop, Lua states, many actions.
+ *
+ * A worker takes actions from the flyte-api on its own loop, runs each as
+ * a coroutine of its current Lua state, and posts each result with retries
+ * on the same loop. It takes another action only when nothing on it is
+ * ready to run and the host holds fewer than FLYTE_CONCURRENCY actions.
+ */
+#ifndef FLYTE_WORKER_H
+#define FLYTE_WORKER_H
+
+struct flyte_host;
+typedef struct flyte_worker flyte_worker;
+
+/* Starts worker number `index` (from 1, for logs). NULL on failure. */
+flyte_worker *flyte_worker_start(struct flyte_host *h, int index);
+
+/* Makes the worker look at the host's state again (any thread): a new
+ * registration, a reload, polling news, stopping. */
+void flyte_worker_wake(flyte_worker *w);
+
+/* From any thread: handlers still running at `deadline` end with a FATAL
+ * (the end of the shutdown grace period). */
+void flyte_worker_stop_at(flyte_worker *w, double deadline);
+
+/* Actions the worker holds (running or being delivered). */
+int flyte_worker_actions(flyte_worker *w);
+
+/* Waits until the worker has ended or the monotonic deadline passes;
+ * returns 1 when it ended (and is freed with flyte_worker_free). */
+int flyte_worker_join(flyte_worker *w, double deadline);
+
+/* For a worker that did not end (stuck in C code of the pack): completes
+ * each of its actions it has not yet delivered with a FATAL naming
+ * `why`, from the calling thread. */
+void flyte_worker_complete_stuck(flyte_worker *w, const char *why);
+
+void flyte_worker_free(flyte_worker *w);
+
+#endif
