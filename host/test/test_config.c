@@ -49,6 +49,7 @@ int main(void) {
   CHECK(load(&c, 0, NULL, err) == -1);
   CHECK_STR(err,
             "FLYTE_CONCURRENCY: '0' is not a whole number from 1 to 100000");
+  flyte_config_free(&c);
   unsetenv("FLYTE_CONCURRENCY");
   char *argv_c[] = {"--concurrency", "32"};
   CHECK(load(&c, 2, argv_c, err) == 0);
