@@ -142,12 +142,27 @@ fuzz:
 bench-deps:
 	@$(MAKE) --no-print-directory deps PACKAGES="$(PACKAGES) $(BENCH_PACKAGES)"
 
-# A Release build of its own, then bench/bench.lua: prints a table and
-# writes $(BENCH_DIR)/bench.json.
+# A Release build of its own, and one of BENCH_BASE (the previous commit
+# unless given: `make bench BENCH_BASE=v0.1.0`) to bench beside it in the
+# same run; then bench/bench.lua prints a table and writes
+# $(BENCH_DIR)/bench.json.
+BENCH_BASE ?= HEAD~1
+PREV_DIR := build-prev
+
 bench: bench-deps
 	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BENCH_DIR) -j 2
-	FLYTE_HOST_BIN=$(BENCH_DIR)/flyte-host lua5.4 bench/bench.lua
+	@if git rev-parse --verify -q '$(BENCH_BASE)^{commit}' >/dev/null; then \
+	  rm -rf $(PREV_DIR)/src && mkdir -p $(PREV_DIR)/src && \
+	  git archive '$(BENCH_BASE)' | tar -x -C $(PREV_DIR)/src && \
+	  cmake -S $(PREV_DIR)/src -B $(PREV_DIR)/build \
+	    -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	  cmake --build $(PREV_DIR)/build -j 2 --target flyte-host >/dev/null; \
+	else echo "bench: no commit $(BENCH_BASE): no previous binary"; fi
+	env FLYTE_HOST_BIN=$(BENCH_DIR)/flyte-host \
+	  $$( [ -x $(PREV_DIR)/build/flyte-host ] && \
+	      echo FLYTE_PREV_BIN=$(abspath $(PREV_DIR))/build/flyte-host ) \
+	  lua5.4 bench/bench.lua
 
 clean:
-	rm -rf $(BUILD_DIR) build-sanitize build-fuzz
+	rm -rf $(BUILD_DIR) build-sanitize build-fuzz $(BENCH_DIR) $(PREV_DIR)

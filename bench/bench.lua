@@ -10,7 +10,7 @@
 -- per-action times from the stand-in's own CLOCK_MONOTONIC stamps. Prints
 -- a table and writes build-release/bench.json with the same figures.
 --
--- BENCH_ONLY=throughput,json runs some sections only (names: throughput,
+-- BENCH_ONLY=throughput,json runs some sections only (names: waits, throughput,
 -- latency, long, startup, idle, standin, floor, json).
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
@@ -182,6 +182,91 @@ local function session(settings, fn)
   end
   if not ok then error(result, 0) end
   return result
+end
+
+--- Handlers that wait: the previous binary beside this one ---------------------
+
+-- FLYTE_PREV_BIN: the previous commit's flyte-host (`make bench` builds
+-- it); its rows run with its own defaults, in the same run, because this
+-- machine's speed swings by a third within minutes.
+local PREV = os.getenv("FLYTE_PREV_BIN")
+local WAITS_PACK = ROOT .. "/bench/waits.lua"
+local WAITS_ID = "BenchWaits"
+
+local WAITS = {
+  { key = "http100", label = "1 HTTP call to a 100 ms service",
+    command = "fetch", n = 4000, n_prev = 200,
+    input = function(api) return { url = api.url .. "/dev/slow?ms=100" } end },
+  { key = "sleep100", label = "flyte.sleep(0.1)", command = "nap",
+    n = 4000, n_prev = 200, input = function() return { seconds = 0.1 } end },
+  { key = "exec100", label = "flyte.exec of a 100 ms process",
+    command = "run", n = 1000,
+    input = function() return { cmd = { "sleep", "0.1" } } end },
+  { key = "echo", label = "echo", command = "echo", n = 20000,
+    n_prev = 20000, input = function() return INPUT end },
+}
+
+--- One run of `case` on `binary` with `settings`; nil when n is nil.
+local function waits_run(binary, case, n, settings)
+  if not n then return nil end
+  local saved = testing.binary
+  local api, host
+  local ok, result = pcall(function()
+    api = testing.api() -- this binary's stand-in: it has /dev/slow
+    testing.binary = function() return binary end
+    host = testing.host(WAITS_PACK, api, settings)
+    testing.binary = saved
+    wait_is_host(host.pid)
+    api:wait_registration(10)
+    core.sleep(0.3)
+    local idle = memory(host.pid)
+    local cpu0 = cpu_ms(host.pid)
+    local res = request("POST", api.url .. "/dev/actions",
+      { command = case.command, input = case.input(api), pack = WAITS_ID,
+        count = n })
+    local _, t_end = wait_done(api, n, 300)
+    local cpu1 = cpu_ms(host.pid)
+    local a = api:action(res.id)
+    assert(a.result and a.result.event == "Echoed",
+      "action " .. res.id .. " ended with " .. flyte.json.encode(a.result or {}))
+    return { actions_per_s = n / (t_end - a.times.taken),
+      cpu_ms_per_1k = (cpu1 - cpu0) / n * 1000,
+      idle_kb = idle.rssanon_kb, end_kb = memory(host.pid).rssanon_kb }
+  end)
+  testing.binary = saved
+  if host then pcall(host.stop, host) end
+  if api then pcall(api.stop, api) end
+  if ok then
+    if host then remove_tmp(host.dir); remove_tmp(host.outbox) end
+    if api then remove_tmp(api.process.dir) end
+  end
+  if not ok then error(result, 0) end
+  return result
+end
+
+local function waits_row(binary, case, n, settings)
+  local runs = {}
+  for i = 1, RUNS do runs[i] = waits_run(binary, case, n, settings) end
+  if #runs == 0 then return nil end
+  return { actions = n,
+    actions_per_s = round(median_of(runs, "actions_per_s")),
+    cpu_ms_per_1k = round(median_of(runs, "cpu_ms_per_1k"), 1),
+    idle_kb = round(median_of(runs, "idle_kb")),
+    end_kb = round(median_of(runs, "end_kb")) }
+end
+
+local function bench_waits(report)
+  report.waits = { previous_binary = PREV }
+  for _, case in ipairs(WAITS) do
+    for _, outbox in ipairs { "on", "off" } do
+      local settings = outbox == "off" and { FLYTE_OUTBOX = "off" } or {}
+      report.waits[case.key .. "_outbox_" .. outbox] = {
+        label = case.label .. ", outbox " .. outbox,
+        new = waits_row(BINARY, case, case.n, settings),
+        previous = PREV and waits_row(PREV, case, case.n_prev, settings),
+      }
+    end
+  end
 end
 
 --- Throughput, CPU, connections, memory -----------------------------------------
@@ -619,6 +704,31 @@ local function print_report(r)
   print(string.format("each figure is the median of %d runs unless said; "
     .. "the stand-in and this script share the machine with the host", RUNS))
 
+  if r.waits then
+    print()
+    print("WAITS  handlers that wait, all defaults (workers one per CPU, "
+      .. "concurrency 256) unless said;")
+    print("       this binary beside the previous one ("
+      .. (r.waits.previous_binary or "not built") .. "), same run")
+    print(string.format("  %-46s %6s %9s %9s %8s %8s | %6s %9s %8s %8s", "",
+      "actions", "actions/s", "CPU ms/1k", "idle MB", "end MB", "prev n",
+      "actions/s", "idle MB", "end MB"))
+    for _, case in ipairs(WAITS) do
+      for _, outbox in ipairs { "on", "off" } do
+        local row = r.waits[case.key .. "_outbox_" .. outbox]
+        if row then
+          local n, p = row.new or {}, row.previous or {}
+          local function mb(kb) return kb and string.format("%.1f", kb / 1024) end
+          print(string.format("  %-46s %6s %9s %9s %8s %8s | %6s %9s %8s %8s",
+            row.label, fmt(n.actions), fmt(n.actions_per_s),
+            fmt(n.cpu_ms_per_1k), fmt(mb(n.idle_kb)), fmt(mb(n.end_kb)),
+            fmt(p.actions), fmt(p.actions_per_s), fmt(mb(p.idle_kb)),
+            fmt(mb(p.end_kb))))
+        end
+      end
+    end
+  end
+
   if r.throughput then
     print()
     print("THROUGHPUT  actions queued at once; outbox off, log warn unless said;")
@@ -796,6 +906,7 @@ end
 --- Main -----------------------------------------------------------------------
 
 local SECTIONS = {
+  { "waits", bench_waits },
   { "throughput", bench_throughput },
   { "latency", bench_latency },
   { "long", bench_long },
