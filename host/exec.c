@@ -125,6 +125,9 @@ static void on_exit_io(flyte_io *io, uint32_t events) {
   (void)events;
   flyte_proc *p = io->ud;
   close_fd(p->loop, &p->exit_io, &p->pidfd);
+  /* what it left running in its group goes too (its zombie still holds
+   * the group's id until it is reaped) */
+  kill(-p->pid, SIGKILL);
   reap(p);
   /* what the child wrote is in the pipes: read it, do not wait for a
    * grandchild that holds them open */

@@ -4,8 +4,9 @@
  * own with every descriptor of the host closed and default signals; its
  * stdin written and its stdout and stderr read through non-blocking pipes
  * watched by the loop; its end seen through a pidfd and reaped by pid, so
- * no other thread's children are touched and no zombie stays. At the
- * timeout, or when released early, the whole group gets SIGKILL.
+ * no other thread's children are touched and no zombie stays. When it
+ * exits, at the timeout, or when released early, the whole group gets
+ * SIGKILL: nothing it started in its group outlives it.
  */
 #ifndef FLYTE_EXEC_H
 #define FLYTE_EXEC_H

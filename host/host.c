@@ -479,8 +479,10 @@ static void *observe_main(void *arg) {
     int rc = -1;
     double started = flyte_monotime();
     if (p) {
-      flyte_sched_attach(sched, flyte_pack_state(p));
-      rc = flyte_pack_observe(p, err, sizeof err);
+      if (flyte_sched_attach(sched, flyte_pack_state(p)) == 0)
+        rc = flyte_pack_observe(p, err, sizeof err);
+      else
+        snprintf(err, sizeof err, "out of memory");
       flyte_pack_close(p);
     }
     if (atomic_load(&h->stopping)) break;

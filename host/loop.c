@@ -288,6 +288,7 @@ int flyte_loop_run_once(flyte_loop *l, double timeout) {
     if (c < 0) c = 0;
     if (wait < 0 || c < wait) wait = c;
   }
+  if (wait > 3600) wait = 3600; /* an int of milliseconds */
   int ms = wait < 0 ? -1 : (int)ceil(wait * 1000);
   int n = epoll_wait(l->ep, evs, MAX_EVENTS, ms);
   if (n < 0) {

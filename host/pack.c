@@ -182,14 +182,15 @@ void flyte_sources_free(flyte_sources *s) {
 }
 
 
-/* The command's own timeout, or 0. Runs protected: even a lookup may
- * allocate, and a state at its memory limit must not panic.
- * stack: [pack, command] -> [] */
+/* The command's own timeout, or 0. Runs protected: even pushing the
+ * command's name may allocate, and a state at its memory limit must not
+ * panic. stack: [pack, command (light), out (light)] -> [] */
 static int timeout_in_lua(lua_State *L) {
+  const char *command = lua_touserdata(L, 2);
   double *out = lua_touserdata(L, 3);
   *out = 0;
   if (lua_getfield(L, 1, "commands") == LUA_TTABLE &&
-      lua_getfield(L, -1, lua_tostring(L, 2)) == LUA_TTABLE &&
+      lua_getfield(L, -1, command) == LUA_TTABLE &&
       lua_getfield(L, -1, "timeout") == LUA_TNUMBER)
     *out = lua_tonumber(L, -1);
   return 0;
@@ -202,7 +203,7 @@ double flyte_pack_timeout(flyte_pack *p, const char *command,
   double timeout = 0;
   lua_pushcfunction(L, timeout_in_lua);
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->pack);
-  lua_pushstring(L, command);
+  lua_pushlightuserdata(L, (void *)command);
   lua_pushlightuserdata(L, &timeout);
   if (flyte_state_call(L, 3, 0, 0, err, sizeof err) != FLYTE_CALL_OK)
     timeout = 0;

@@ -117,6 +117,36 @@ static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+/* os.exit in pack code would end the host and every action it holds. */
+static int os_exit_refused(lua_State *L) {
+  return luaL_error(L, "os.exit is not allowed in pack code: the host runs "
+                       "other actions too (return an event, flyte.fatal for "
+                       "a failure, or raise an error)");
+}
+
+/* What pack code must not reach: debug.sethook would remove the deadline
+ * hook, debug.getregistry and the upvalue and local setters reach the
+ * host's own values. debug.traceback and debug.getinfo stay. */
+static void restrict_libs(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_getglobal(L, "debug");
+  lua_getfield(L, -1, "traceback");
+  lua_setfield(L, -3, "traceback");
+  lua_getfield(L, -1, "getinfo");
+  lua_setfield(L, -3, "getinfo");
+  lua_pop(L, 1); /* the full debug library */
+  lua_pushvalue(L, -1);
+  lua_setglobal(L, "debug");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "debug"); /* require "debug" gets the same */
+  lua_pop(L, 1);
+  lua_getglobal(L, "os");
+  lua_pushcfunction(L, os_exit_refused);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
+}
+
 static int panic(lua_State *L) {
   const char *msg = lua_tostring(L, -1);
   fprintf(stderr, "flyte-host: unprotected Lua error: %s\n",
@@ -143,6 +173,7 @@ lua_State *flyte_state_open(const flyte_state_opts *opts, char *err,
   lua_pushlightuserdata(L, d);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
   luaL_openlibs(L);
+  restrict_libs(L);
   /* A state holds little (the pack: some 64 KB) and makes garbage with
    * every action; Lua's default pause lets the heap reach twice the live
    * data before a cycle starts. 120% keeps each state's peak near its

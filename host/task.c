@@ -32,10 +32,37 @@
 static const char sched_key = 0;   /* registry: the attached scheduler */
 static const char private_key = 0; /* registry: a private one, owned */
 static const char yield_sentinel = 0;
+/* registry: a weak-keyed table of the coroutines pack code may not resume:
+ * every task's, and any of pack code's own while it waits on the host */
+static const char owned_key = 0;
+
+/* owned[co] = value. stack: [..., co] -> [...]; may raise (memory). */
+static void set_owned(lua_State *L, int value) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &owned_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &owned_key);
+  }
+  lua_insert(L, -2); /* stack: owned co */
+  lua_pushboolean(L, value);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
 
 typedef struct flyte_op flyte_op;
+/* What a task waits on. It belongs to its task from wait_on until the
+ * continuation that reads it (run by the scheduler's resume, after the
+ * operation completed) or until the task ends (cancel): never to the
+ * coroutine that yielded, which pack code might resume or close. */
 struct flyte_op {
   flyte_task *task;
+  lua_State *L;                  /* the coroutine that yielded */
+  int done;                      /* completed: the task may go on */
   void (*cancel)(flyte_op *op); /* stops the operation and frees op */
 };
 
@@ -90,6 +117,7 @@ struct flyte_sched {
   sleep_op *sleepers;
   flyte_http *http; /* pack code's client, made on first use */
   _Atomic double stop_at; /* set from any thread; 0 for none */
+  int blocking_ok; /* private: code outside tasks may block on it */
 };
 
 static double now(void) {
@@ -125,9 +153,21 @@ void flyte_sched_stop_at(flyte_sched *s, double deadline) {
   atomic_store(&s->stop_at, deadline);
 }
 
-void flyte_sched_attach(flyte_sched *s, lua_State *L) {
-  lua_pushlightuserdata(L, s);
+static int attach_in_lua(lua_State *L) {
+  lua_pushvalue(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &sched_key);
+  return 0;
+}
+
+int flyte_sched_attach(flyte_sched *s, lua_State *L) {
+  /* a new registry key may allocate: protected */
+  lua_pushcfunction(L, attach_in_lua);
+  lua_pushlightuserdata(L, s);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  return 0;
 }
 
 int flyte_sched_has_ready(const flyte_sched *s) { return s->head != NULL; }
@@ -163,7 +203,19 @@ static void dequeue(flyte_task *t) {
 }
 
 /* An operation completed: its task runs again. */
-static void wake(flyte_op *op) { enqueue(op->task); }
+static void wake(flyte_op *op) {
+  op->done = 1;
+  enqueue(op->task);
+}
+
+/* Cancels and frees what t waits on, if anything. */
+static void drop_op(flyte_task *t) {
+  if (t->op) {
+    flyte_op *op = t->op;
+    t->op = NULL;
+    op->cancel(op);
+  }
+}
 
 /* ---- ending tasks --------------------------------------------------------- */
 
@@ -177,11 +229,7 @@ static void set_error(flyte_task *t, const char *msg) {
 static void stop(flyte_task *t) {
   flyte_sched *s = t->s;
   dequeue(t);
-  if (t->op) {
-    flyte_op *op = t->op;
-    t->op = NULL;
-    op->cancel(op);
-  }
+  drop_op(t);
   if (t->state != T_DONE) {
     flyte_task *was = s->current;
     s->current = t;
@@ -195,6 +243,7 @@ static void stop(flyte_task *t) {
 
 /* Frees a task's C side and lets its coroutine go. */
 static void release(flyte_task *t) {
+  drop_op(t);
   if (t->handle) t->handle->t = NULL;
   luaL_unref(t->owner, LUA_REGISTRYINDEX, t->ref);
   free(t->error);
@@ -204,21 +253,32 @@ static void release(flyte_task *t) {
 
 /* Ends what a root spawned (tasks not waited on end with their action). */
 static void end_kids(flyte_task *root) {
-  for (flyte_task *k = root->kids, *next; k; k = next) {
-    next = k->sib;
-    stop(k);
-    release(k);
+  /* stop them all before freeing any: one may wait on another. A __close
+   * run by stop cannot spawn more (core_spawn refuses once the root is
+   * killing or done), but loop until the list stays empty all the same. */
+  while (root->kids) {
+    flyte_task *kids = root->kids;
+    root->kids = NULL;
+    for (flyte_task *k = kids; k; k = k->sib) {
+      k->waiter = NULL;
+      stop(k);
+    }
+    for (flyte_task *k = kids, *next; k; k = next) {
+      next = k->sib;
+      release(k);
+    }
   }
-  root->kids = NULL;
 }
 
 static void finish(flyte_task *t, flyte_call_status st, int nres) {
+  drop_op(t); /* a wait left armed by an error or a wrapper */
   t->state = T_DONE;
   t->status = st;
   t->nres = nres;
   t->ended = now();
   if (t->root == t) {
     flyte_timer_stop(t->s->loop, &t->timer);
+    t->killing = 1; /* nothing spawns once it has ended */
     end_kids(t);
     t->done(t, t->ud); /* may free t */
     return;
@@ -232,6 +292,8 @@ static void finish(flyte_task *t, flyte_call_status st, int nres) {
 
 /* Kills a root and its family; done runs with `why`. */
 static void kill_root(flyte_task *root, flyte_call_status why) {
+  root->killing = 1;
+  drop_op(root); /* before the kids it may wait on go */
   end_kids(root);
   stop(root);
   char msg[64];
@@ -323,7 +385,10 @@ static void resume(flyte_sched *s, flyte_task *t) {
     return;
   }
   int memory = rc == LUA_ERRMEM || flyte_state_over_limit(co, 0);
-  set_error(t, lua_tostring(co, -1));
+  /* lua_tostring would convert a number in place: an allocation */
+  set_error(t, lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1)
+                                               : "(error object is not a "
+                                                 "string)");
   if (t != root) {
     finish(t, memory ? FLYTE_CALL_MEMORY : FLYTE_CALL_ERROR, 0);
     return;
@@ -332,12 +397,16 @@ static void resume(flyte_sched *s, flyte_task *t) {
 }
 
 int flyte_sched_run(flyte_sched *s) {
+  /* one round: the tasks ready now. One that yields again goes to the
+   * next round, after the loop has looked at the world once. */
   int n = 0;
-  flyte_task *t;
-  while ((t = s->head) != NULL) {
+  flyte_task *last = s->tail, *t;
+  while (last && (t = s->head) != NULL) {
+    int end = t == last;
     dequeue(t);
     resume(s, t);
     n++;
+    if (end) break;
   }
   return n;
 }
@@ -347,6 +416,8 @@ static int create_in_lua(lua_State *L) {
   flyte_task *t = lua_touserdata(L, 1);
   int n = lua_gettop(L) - 1;
   lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, -1);
+  set_owned(L, 1);
   lua_insert(L, 2); /* stack: t co fn args... */
   if (!lua_checkstack(co, n + LUA_MINSTACK)) luaL_error(L, "stack overflow");
   lua_xmove(L, co, n);
@@ -420,6 +491,8 @@ double flyte_task_seconds(const flyte_task *t) {
 void flyte_task_free(flyte_task *t) {
   if (t == NULL) return;
   if (t->state != T_DONE) {
+    t->killing = 1;
+    drop_op(t);
     end_kids(t);
     stop(t);
   }
@@ -461,8 +534,10 @@ static int make_private(lua_State *L) {
   if (p->loop == NULL) return luaL_error(L, "%s", err);
   p->sched = flyte_sched_new(p->loop);
   if (p->sched == NULL) return luaL_error(L, "out of memory");
+  p->sched->blocking_ok = 1;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &private_key);
-  flyte_sched_attach(p->sched, L);
+  lua_pushlightuserdata(L, p->sched);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &sched_key);
   return 0;
 }
 
@@ -491,7 +566,8 @@ flyte_call_status flyte_task_call(lua_State *L, int nargs, int nresults,
   if (t == NULL) return FLYTE_CALL_MEMORY;
   while (!done) {
     flyte_sched_run(s);
-    if (!done) flyte_loop_run_once(s->loop, -1);
+    if (!done)
+      flyte_loop_run_once(s->loop, flyte_sched_has_ready(s) ? 0 : -1);
   }
   flyte_call_status st = t->status;
   if (st == FLYTE_CALL_OK) {
@@ -518,6 +594,9 @@ flyte_call_status flyte_task_call(lua_State *L, int nargs, int nresults,
 static flyte_task *waiting_task(lua_State *L, const char *what) {
   flyte_sched *s = sched_of(L);
   flyte_task *t = s ? s->current : NULL;
+  if (t == NULL && s && !s->blocking_ok) /* a __gc between actions, say */
+    luaL_error(L, "%s cannot wait here: it was called outside any action "
+                  "(a finalizer, or code run between actions)", what);
   if (t && !lua_isyieldable(L))
     luaL_error(L,
                "%s cannot wait here: it was called from inside a C function "
@@ -530,7 +609,18 @@ static flyte_task *waiting_task(lua_State *L, const char *what) {
 /* Records op as what t waits on and yields; k pushes the results. */
 static int wait_on(lua_State *L, flyte_task *t, flyte_op *op,
                    lua_KFunction k) {
+  if (t->op) { /* cannot happen through the flyte module: be safe */
+    op->task = t;
+    op->cancel(op);
+    return luaL_error(L, "this task waits on the host already");
+  }
+  if (L != t->L) { /* pack code may not resume it while it waits */
+    lua_pushthread(L);
+    set_owned(L, 1);
+  }
   op->task = t;
+  op->L = L;
+  op->done = 0;
   t->op = op;
   if (L != t->L) { /* in a coroutine of pack code: pass the wait outward */
     lua_pushlightuserdata(L, (void *)&yield_sentinel);
@@ -539,9 +629,45 @@ static int wait_on(lua_State *L, flyte_task *t, flyte_op *op,
   return lua_yieldk(L, 0, (lua_KContext)op, k);
 }
 
+/* The op a continuation may read: only when the scheduler resumed the
+ * task that waits on it, after it completed. Pack code resuming a waiting
+ * coroutine itself (from another task, or a later action, with the op
+ * long freed) gets an error instead; ctx is compared, never read. */
+static flyte_op *resumed_op(lua_State *L, lua_KContext ctx) {
+  flyte_sched *s = sched_of(L);
+  flyte_task *t = s ? s->current : NULL;
+  if (t == NULL || t->op == NULL || t->op != (flyte_op *)ctx ||
+      !t->op->done || t->op->L != L)
+    luaL_error(L, "this coroutine waits on the host (flyte.sleep, "
+                  "flyte.http, flyte.exec or task:wait): only the host may "
+                  "resume it");
+  return t->op;
+}
+
+/* A coroutine of pack code's own that waited may be resumed again. */
+static void unown(lua_State *L) {
+  flyte_sched *s = sched_of(L);
+  if (s && s->current && L != s->current->L) {
+    lua_pushthread(L);
+    set_owned(L, 0);
+  }
+}
+
 /* After a continuation has pushed its results. */
 static void done_with(flyte_op *op) {
   if (op->task->op == op) op->task->op = NULL;
+}
+
+/* owned(co) -> whether pack code may not resume co */
+static int core_owned(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTHREAD);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &owned_key) != LUA_TTABLE) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, lua_rawget(L, -2) == LUA_TBOOLEAN && lua_toboolean(L, -1));
+  return 1;
 }
 
 /* Runs a waiting C function as a task of a private loop until it ends:
@@ -598,7 +724,8 @@ void flyte_sched_interrupt_sleeps(flyte_sched *s) {
 
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  sleep_op *op = (sleep_op *)ctx;
+  sleep_op *op = (sleep_op *)resumed_op(L, ctx);
+  unown(L);
   lua_pushboolean(L, op->slept);
   done_with(&op->base);
   free(op);
@@ -659,7 +786,8 @@ static void http_done(flyte_http_call *call, void *ud) {
 
 static int http_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  http_op *op = (http_op *)ctx;
+  http_op *op = (http_op *)resumed_op(L, ctx);
+  unown(L);
   flyte_http_resp r;
   int n;
   if (flyte_http_result(op->call, &r) != 0) {
@@ -760,7 +888,8 @@ static void exec_done(flyte_proc *p, void *ud) {
 
 static int exec_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  exec_op *op = (exec_op *)ctx;
+  exec_op *op = (exec_op *)resumed_op(L, ctx);
+  unown(L);
   const flyte_exec_result *r = flyte_exec_result_of(op->proc);
   int n = 1;
   if (r->timed_out) {
@@ -916,6 +1045,8 @@ static int core_spawn(lua_State *L) {
     return luaL_error(L, "flyte.spawn: only inside a handler, observe or a "
                          "health check (in specs, flyte.testing's invoke "
                          "runs handlers as the host does)");
+  if (t->root->killing || t->root->state == T_DONE)
+    return luaL_error(L, "flyte.spawn: the action is ending");
   int nargs = lua_gettop(L) - 1;
   task_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
   h->t = NULL;
@@ -977,7 +1108,8 @@ static int push_outcome(lua_State *L, flyte_task *k) {
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  wait_op *op = (wait_op *)ctx;
+  wait_op *op = (wait_op *)resumed_op(L, ctx);
+  unown(L);
   flyte_task *k = op->kid;
   done_with(&op->base);
   op->kid = NULL;
@@ -1013,6 +1145,26 @@ static int core_task_wait(lua_State *L) {
   return wait_on(L, t, &op->base, wait_k);
 }
 
+/* arm(co): pack code's coroutine gets the deadline hook (coroutines made
+ * outside a task, at a pack's top level, inherit none). */
+static int core_arm(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  if (lua_gethook(co) != hook) lua_sethook(co, hook, LUA_MASKCOUNT, HOOK_COUNT);
+  return 0;
+}
+
+/* cancel_wait(co): co is being closed, or left where it cannot wait:
+ * what it waits on for the running task is cancelled. */
+static int core_cancel_wait(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  flyte_sched *s = sched_of(L);
+  flyte_task *t = s ? s->current : NULL;
+  if (t && t->op && t->op->L == co) drop_op(t);
+  return 0;
+}
+
 /* run(timeout, fn, ...) -> true, results... | false, why, message
  * Runs fn(...) as a task until it ends, with the host's rules (a deadline
  * when timeout > 0); why: "error", "timeout" or "memory". For flyte.testing
@@ -1044,6 +1196,9 @@ static int core_run(lua_State *L) {
 
 void flyte_task_openlib(lua_State *L) {
   static const luaL_Reg funcs[] = {{"run", core_run},
+                                   {"arm", core_arm},
+                                   {"owned", core_owned},
+                                   {"cancel_wait", core_cancel_wait},
                                    {"sleep", core_sleep},
                                    {"http_request", core_http_request},
                                    {"exec", core_exec},

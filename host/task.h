@@ -35,8 +35,9 @@ flyte_loop *flyte_sched_loop(flyte_sched *s);
  * it). The end of the shutdown grace period. */
 void flyte_sched_stop_at(flyte_sched *s, double deadline);
 
-/* Waiting functions called by L's tasks use s from now on. */
-void flyte_sched_attach(flyte_sched *s, lua_State *L);
+/* Waiting functions called by L's tasks use s from now on. 0, or -1 when
+ * out of memory. */
+int flyte_sched_attach(flyte_sched *s, lua_State *L);
 
 /* Resumes every ready task until none is; returns how many resumes ran. */
 int flyte_sched_run(flyte_sched *s);

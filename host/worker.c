@@ -11,6 +11,7 @@
  */
 #include "worker.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 #define DENIED_BACKOFF_CAP 60.0
 #define FINAL_DELIVERY 5.0 /* seconds to post results after the grace */
+#define TRIM_AFTER 1.0     /* seconds idle before memory goes back */
 
 enum { OWNER_WORKER = 0, OWNER_MAIN, OWNER_DELIVERING };
 
@@ -69,6 +71,7 @@ struct flyte_worker {
   double take_started;
   int leading;
   flyte_timer poll_timer;
+  flyte_timer trim_timer;
   double stop_deadline; /* the one applied to the running handlers */
   atomic_int ended;
 };
@@ -207,7 +210,12 @@ static wstate *current_state(flyte_worker *w, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
-  flyte_sched_attach(w->sched, flyte_pack_state(p));
+  if (flyte_sched_attach(w->sched, flyte_pack_state(p)) != 0) {
+    flyte_pack_close(p);
+    free(st);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
   st->pack = p;
   st->gen = g;
   st->next = w->states;
@@ -373,13 +381,6 @@ static void run_action(flyte_worker *w, flyte_action *a) {
   flyte_retry_init(&x->r, 0);
   snprintf(x->what, sizeof x->what, "result of action %s (%s)", x->a.id,
            x->a.command);
-  pthread_mutex_lock(&w->mu);
-  x->next = w->actions;
-  if (w->actions) w->actions->prev = x;
-  w->actions = x;
-  pthread_mutex_unlock(&w->mu);
-  atomic_fetch_add(&w->nactions, 1);
-
   flyte_log_field took[] = {{"action", x->a.id}, {"command", x->a.command},
                             {NULL, NULL}};
   flyte_log_with(FLYTE_LOG_DEBUG, took, 0, "action %s: took it; running '%s'",
@@ -391,6 +392,12 @@ static void run_action(flyte_worker *w, flyte_action *a) {
                                   x->a.id, err, sizeof err);
     if (x->entry < 0) flyte_error("outbox: %s", err);
   }
+  pthread_mutex_lock(&w->mu); /* complete_stuck may look from now on */
+  x->next = w->actions;
+  if (w->actions) w->actions->prev = x;
+  w->actions = x;
+  pthread_mutex_unlock(&w->mu);
+  atomic_fetch_add(&w->nactions, 1);
   flyte_metrics_action_taken(h->metrics);
   flyte_metrics_in_flight(h->metrics, x->a.command, 1);
   x->run = (flyte_pack_action){NULL,         x->a.id,          x->a.command,
@@ -487,7 +494,9 @@ static void maybe_take(flyte_worker *w) {
   double again;
   char *url = take_turn(w, &again);
   if (url == NULL) {
-    unreserve(h);
+    /* no wake: a worker that saw the host full meanwhile would not have
+     * had a turn either */
+    atomic_fetch_sub(&h->in_flight, 1);
     if (again > 0) flyte_timer_start(w->loop, &w->poll_timer, again, poll_due,
                                      w);
     return;
@@ -495,13 +504,13 @@ static void maybe_take(flyte_worker *w) {
   char err[256];
   flyte_http_req req = {"POST", url, NULL, 0, NULL, 0, 1, 0};
   w->take_started = flyte_monotime();
-  char why[200];
+  char why[200] = "";
   if (flyte_api_url_allowed(url, why, sizeof why) == 0)
     w->take = flyte_http_start(w->http, w->loop, &req, taken, w, why,
                                sizeof why);
-  snprintf(err, sizeof err, "take: %s", why);
   free(url);
   if (w->take == NULL) {
+    snprintf(err, sizeof err, "take: %s", why);
     int leading = w->leading;
     w->leading = 0;
     after_take(h, FLYTE_TAKE_ERROR, err, leading);
@@ -537,16 +546,32 @@ static void on_wake(void *ud) {
     }
 }
 
+/* A burst leaves freed memory in malloc's arenas (each action's input,
+ * result, requests, coroutine): once the worker has been idle a moment,
+ * give it back to the system, at most once a second. */
+static void trim(void *ud) {
+  flyte_worker *w = ud;
+  if (atomic_load(&w->nactions) == 0) malloc_trim(0);
+}
+
 static void *worker_main(void *arg) {
   flyte_worker *w = arg;
   flyte_host *h = w->h;
+  int had_actions = 0;
   for (;;) {
     flyte_sched_run(w->sched);
     maybe_take(w);
-    if (atomic_load(&h->stopping) && atomic_load(&w->nactions) == 0 &&
-        w->take == NULL)
-      break;
-    if (flyte_loop_run_once(w->loop, -1) != 0) {
+    int n = atomic_load(&w->nactions);
+    if (n > 0) {
+      had_actions = 1;
+    } else if (had_actions) {
+      had_actions = 0;
+      flyte_timer_start(w->loop, &w->trim_timer,
+                        flyte_monotime() + TRIM_AFTER, trim, w);
+    }
+    if (atomic_load(&h->stopping) && n == 0 && w->take == NULL) break;
+    if (flyte_loop_run_once(w->loop,
+                            flyte_sched_has_ready(w->sched) ? 0 : -1) != 0) {
       flyte_error("worker %d: the event loop failed", w->index);
       break;
     }
@@ -651,6 +676,7 @@ void flyte_worker_free(flyte_worker *w) {
   while (w->actions) free_action(w->actions);
   if (w->take) flyte_http_release(w->take);
   if (w->loop) flyte_timer_stop(w->loop, &w->poll_timer);
+  if (w->loop) flyte_timer_stop(w->loop, &w->trim_timer);
   for (wstate *st = w->states, *next; st; st = next) {
     next = st->next;
     flyte_pack_close(st->pack);

@@ -61,6 +61,23 @@ function M.load(path)
   return self
 end
 
+-- What flyte-host keeps from pack code (state.c): os.exit raises, and
+-- debug.sethook is gone. The same here while a handler runs, so that a
+-- spec sees what the host would do.
+local EXIT_REFUSED = "os.exit is not allowed in pack code: the host runs "
+  .. "other actions too (return an event, flyte.fatal for a failure, or "
+  .. "raise an error)"
+
+local function as_in_host(fn, ...)
+  local exit, sethook = os.exit, debug.sethook
+  os.exit = function() error(EXIT_REFUSED, 0) end -- luacheck: ignore 122
+  debug.sethook = nil -- luacheck: ignore 122
+  local results = table.pack(pcall(fn, ...))
+  os.exit, debug.sethook = exit, sethook -- luacheck: ignore 122
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
 --- Runs a command with the host's rules; returns { event =, payload = }.
 -- input goes through the JSON codec first, as it would on the wire.
 function Pack:invoke(command, input)
@@ -80,8 +97,8 @@ function Pack:invoke(command, input)
   -- a task, as in the host: waiting yields, flyte.spawn works, and the
   -- command's timeout cuts it at its deadline
   local timeout = runner.timeout_of(self.pack, command)
-  local ok, body, why = core.run(timeout or 0, runner.run, self.pack,
-    command, decoded, input_error)
+  local ok, body, why = as_in_host(core.run, timeout or 0, runner.run,
+    self.pack, command, decoded, input_error)
   flyte._event_sink = nil
   if not ok then
     if body == "timeout" then
@@ -289,7 +306,7 @@ function Pack:observe(opts)
     return true
   end
   -- a task, as in the host, cut after `timeout` seconds of real time
-  local ok, why, err = core.run(timeout, self.pack.observe)
+  local ok, why, err = as_in_host(core.run, timeout, self.pack.observe)
   flyte._clock, flyte._event_sink = saved_clock, saved_sink
   if problem then error(problem, 2) end
   if not ok and why == "timeout" then
