@@ -112,3 +112,21 @@ describe("many actions at once", function()
     host = nil
   end)
 end)
+
+describe("a reload while handlers sleep", function()
+  it("lets them sleep on: only observe sees false", function()
+    local dir = testing.tmpdir()
+    local pack = dir .. "/waits.lua"
+    assert(os.execute("cp " .. PACK .. " " .. pack))
+    local api = testing.api()
+    local host = testing.host(pack, api, { FLYTE_WORKERS = 1 })
+    finally(function() host:stop(); api:stop() end)
+    api:wait_registration()
+    local id = api:enqueue("nap", { seconds = 1.5 })
+    testing.wait(function() return api:action(id).state == "PENDING" end, 5,
+      "the action to be taken")
+    host:signal("HUP")
+    host:wait_log("reloaded [^\n]+")
+    assert.same({ slept = true }, api:wait_result(id).payload)
+  end)
+end)
