@@ -164,15 +164,19 @@ end
 --- A fresh stand-in and host of bench/echo.lua (settings: extra FLYTE_*
 -- environment), registered; runs fn(api, host) and stops both whatever
 -- happens. Returns what fn returns; raises what it raised.
-local function session(settings, fn)
+local function session(settings, fn, pack, binary)
   local api, host
+  local saved = testing.binary
   local ok, result = pcall(function()
-    api = testing.api()
-    host = testing.host(PACK, api, settings)
+    api = testing.api() -- this binary's stand-in
+    if binary then testing.binary = function() return binary end end
+    host = testing.host(pack or PACK, api, settings)
+    testing.binary = saved
     wait_is_host(host.pid)
     api:wait_registration(10)
     return fn(api, host)
   end)
+  testing.binary = saved
   if host then pcall(host.stop, host) end
   if api then pcall(api.stop, api) end
   if ok then
@@ -209,15 +213,7 @@ local WAITS = {
 --- One run of `case` on `binary` with `settings`; nil when n is nil.
 local function waits_run(binary, case, n, settings)
   if not n then return nil end
-  local saved = testing.binary
-  local api, host
-  local ok, result = pcall(function()
-    api = testing.api() -- this binary's stand-in: it has /dev/slow
-    testing.binary = function() return binary end
-    host = testing.host(WAITS_PACK, api, settings)
-    testing.binary = saved
-    wait_is_host(host.pid)
-    api:wait_registration(10)
+  return session(settings, function(api, host)
     core.sleep(0.3)
     local idle = memory(host.pid)
     local cpu0 = cpu_ms(host.pid)
@@ -235,16 +231,7 @@ local function waits_run(binary, case, n, settings)
     return { actions_per_s = n / (t_end - a.times.taken),
       cpu_ms_per_1k = (cpu1 - cpu0) / n * 1000,
       idle_kb = idle.rssanon_kb, end_kb = memory(host.pid).rssanon_kb }
-  end)
-  testing.binary = saved
-  if host then pcall(host.stop, host) end
-  if api then pcall(api.stop, api) end
-  if ok then
-    if host then remove_tmp(host.dir); remove_tmp(host.outbox) end
-    if api then remove_tmp(api.process.dir) end
-  end
-  if not ok then error(result, 0) end
-  return result
+  end, WAITS_PACK, binary)
 end
 
 local function waits_row(binary, case, n, settings)
