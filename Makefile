@@ -117,7 +117,7 @@ sanitize:
 # finds goes to build-fuzz/corpus, and a crashing input to build-fuzz/.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
-FUZZERS := json api
+FUZZERS := json api journal
 
 fuzz:
 	@$(MAKE) deps PACKAGES="$(PACKAGES) $(FUZZ_PACKAGES)"

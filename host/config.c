@@ -31,7 +31,8 @@ typedef enum {
   KIND_TIMEOUT,
   KIND_SIZE,
   KIND_GRACE,
-  KIND_OUTBOX
+  KIND_OUTBOX,
+  KIND_SYNC
 } kind;
 
 typedef struct {
@@ -58,6 +59,7 @@ static const setting settings[] = {
     {"FLYTE_MEMORY_LIMIT", "--memory-limit", KIND_SIZE, 0},
     {"FLYTE_SHUTDOWN_GRACE", "--shutdown-grace", KIND_GRACE, 0},
     {"FLYTE_OUTBOX", "--outbox", KIND_OUTBOX, 0},
+    {"FLYTE_OUTBOX_SYNC", "--outbox-sync", KIND_SYNC, 0},
     {NULL, "--port", KIND_PORT, 0},
     {NULL, "--send", KIND_STRING, 0},
 };
@@ -247,6 +249,14 @@ static int apply(flyte_config *c, const setting *s, const char *from,
     if (value[0] == '\0' || strcmp(value, "off") == 0) return 0;
     c->outbox = strdup(value);
     return 0;
+  case KIND_SYNC:
+    if (strcmp(value, "always") == 0)
+      c->outbox_sync = 1;
+    else if (strcmp(value, "off") == 0)
+      c->outbox_sync = 0;
+    else
+      return fail(err, n, "%s: '%s' is not always or off", from, value);
+    return 0;
   case KIND_POLL:
     if (flyte_parse_seconds(value, &secs) != 0)
       return fail(err, n, "%s: '%s' is not a number of seconds", from, value);
@@ -344,6 +354,7 @@ int flyte_config_load(flyte_config *c, int argc, char **argv, char *err,
   c->dev_port = 8080;
   c->shutdown_grace = 30;
   c->outbox = strdup("flyte-outbox");
+  c->outbox_sync = 1;
   c->args = calloc((size_t)argc + 1, sizeof *c->args);
   if (c->args == NULL) return fail(err, errlen, "out of memory");
 

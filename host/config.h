@@ -31,6 +31,7 @@ typedef struct {
   size_t memory_limit;    /* FLYTE_MEMORY_LIMIT: bytes per Lua state, 0 none */
   double shutdown_grace;  /* FLYTE_SHUTDOWN_GRACE: seconds */
   char *outbox;           /* FLYTE_OUTBOX: a directory, NULL when off */
+  int outbox_sync;        /* FLYTE_OUTBOX_SYNC: 1 always (default), 0 off */
   /* `dev` only */
   int dev_port;           /* --port: the stand-in API's port */
   char *dev_send;         /* --send 'COMMAND [INPUT_JSON]' */

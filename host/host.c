@@ -715,7 +715,8 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   if (h->metrics == NULL) goto cleanup;
   flyte_api_observe(on_api_request, h->metrics);
   if (cfg->outbox) {
-    h->outbox = flyte_outbox_open(cfg->outbox, err, sizeof err);
+    h->outbox = flyte_outbox_open(cfg->outbox, cfg->outbox_sync, err,
+                                  sizeof err);
     if (h->outbox == NULL) {
       fprintf(stderr, "flyte-host: FLYTE_OUTBOX: %s\n", err);
       rc = 2;

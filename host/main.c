@@ -71,6 +71,10 @@ static const char usage[] =
     "  FLYTE_OUTBOX          --outbox DIR       owed results and events on "
     "disk\n"
     "                                           (flyte-outbox; off: none)\n"
+    "  FLYTE_OUTBOX_SYNC     --outbox-sync S    always (on disk before each step) "
+    "or\n"
+    "                                           off (written, not synced) "
+    "(always)\n"
     "  FLYTE_LOG_LEVEL       --log-level L      debug, info, warn, error "
     "(info)\n"
     "  FLYTE_LOG_FORMAT      --log-format F     text or json (text)\n";

@@ -78,6 +78,25 @@ int main(void) {
   flyte_config_free(&c);
   unsetenv("FLYTE_API");
 
+  /* the outbox's sync: always unless told off */
+  unsetenv("FLYTE_OUTBOX_SYNC");
+  CHECK(load(&c, 0, NULL, err) == 0);
+  CHECK(c.outbox_sync == 1);
+  flyte_config_free(&c);
+  setenv("FLYTE_OUTBOX_SYNC", "off", 1);
+  CHECK(load(&c, 0, NULL, err) == 0);
+  CHECK(c.outbox_sync == 0);
+  flyte_config_free(&c);
+  char *argv_s[] = {"--outbox-sync", "always"};
+  CHECK(load(&c, 2, argv_s, err) == 0);
+  CHECK(c.outbox_sync == 1);
+  flyte_config_free(&c);
+  setenv("FLYTE_OUTBOX_SYNC", "sometimes", 1);
+  CHECK(load(&c, 0, NULL, err) == -1);
+  CHECK_STR(err, "FLYTE_OUTBOX_SYNC: 'sometimes' is not always or off");
+  flyte_config_free(&c);
+  unsetenv("FLYTE_OUTBOX_SYNC");
+
   /* labels: spaces trimmed, order kept, errors clear */
   flyte_label *labels;
   size_t n;

@@ -6,6 +6,41 @@ local PACK = "spec/fixtures/host/cases.lua"
 
 local tmpdir = testing.tmpdir
 
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- The journal's segment files in a slot, oldest first.
+local function segments(outbox, slot)
+  local p = assert(io.popen("ls " .. outbox .. "/slot-" .. (slot or 0)
+    .. "/journal-*.log 2>/dev/null"))
+  local names = {}
+  for line in p:lines() do names[#names + 1] = line end
+  p:close()
+  return names
+end
+
+-- Waits until the journal holds `text` (a record is written before the
+-- step it guards: the action's result URL once it is taken).
+local function wait_journaled(outbox, text)
+  testing.wait(function()
+    for _, path in ipairs(segments(outbox)) do
+      if (read(path) or ""):find(text, 1, true) then return true end
+    end
+  end, 10, "the journal to hold " .. text)
+end
+
+local function listing(dir)
+  local p = assert(io.popen("ls " .. dir))
+  local names = p:read("a"):gsub("%s+$", "")
+  p:close()
+  return names
+end
+
 describe("the outbox", function()
   local api, dir
 
@@ -28,12 +63,7 @@ describe("the outbox", function()
     -- the host writes the action down just after taking it: kill it after
     -- that (a crash between the take's reply and that write loses the
     -- action, as a lost take reply does)
-    testing.wait(function()
-      local p = assert(io.popen("ls " .. outbox .. "/slot-0 2>/dev/null"))
-      local names = p:read("a")
-      p:close()
-      return names:match("%d+%-a%.json")
-    end, 10, "the action's outbox entry")
+    wait_journaled(outbox, "/actions/" .. id .. "/result")
     host:signal("KILL")
     host:wait_exit()
     assert.equal("PENDING", api:action(id).state)
@@ -68,6 +98,33 @@ describe("the outbox", function()
     assert.equal("first", api:action(done).result.payload)
     assert.equal("Echoed", api:wait_result(api:enqueue("echo", 2, "Cases.team.ops")).event)
     assert.equal(0, host:stop())
+    -- read once, then gone: an outbox of the old format is moved forward
+    assert.equal("lock", listing(outbox .. "/slot-0"))
+  end)
+
+  it("moves what an old-format outbox still owes into the journal", function()
+    local outbox = dir .. "/outbox"
+    os.execute("mkdir -p " .. outbox .. "/slot-0")
+    local f = assert(io.open(outbox .. "/slot-0/000000000007-e.json", "w"))
+    f:write(require("flyte").json.encode { kind = "event", body =
+      '{"event":"Sent","payload":"old","createdAt":"2026-11-28T00:00:00Z"}' })
+    f:close()
+    -- the API refuses events for now: the host stops before it took it
+    api:fault { route = "event", status = 503, count = 1000 }
+    local host = testing.host(PACK, api, { FLYTE_OUTBOX = outbox,
+      FLYTE_SHUTDOWN_GRACE = 0.5 })
+    host:wait_log("event left undelivered")
+    assert.equal(0, host:stop())
+    host:wait_log("0 delivered, 1 kept for later")
+    assert.equal(1, #segments(outbox))
+    assert.is_nil(read(outbox .. "/slot-0/000000000007-e.json"))
+
+    api:clear_faults()
+    local again = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
+    assert.equal("old", api:wait_events(1)[1].body.payload)
+    again:wait_log("outbox: 1 entry from a host that stopped: 1 delivered")
+    assert.equal(0, again:stop())
+    assert.equal("lock", listing(outbox .. "/slot-0"))
   end)
 
   it("is empty after a clean run", function()
@@ -77,9 +134,7 @@ describe("the outbox", function()
     api:wait_result(api:enqueue("send", 1, "Cases.team.ops"))
     api:wait_events(1)
     assert.equal(0, host:stop())
-    local p = assert(io.popen("ls " .. outbox .. "/slot-0"))
-    assert.equal("lock", p:read("a"):gsub("%s+$", ""))
-    p:close()
+    assert.equal("lock", listing(outbox .. "/slot-0"))
   end)
 
   it("sets a corrupt entry aside and starts anyway", function()
@@ -93,6 +148,69 @@ describe("the outbox", function()
     assert.truthy(io.open(outbox .. "/slot-0/000000000001-a.json.corrupt"))
     assert.equal("Echoed", api:wait_result(api:enqueue("echo", 1, "Cases.team.ops")).event)
     assert.equal(0, host:stop())
+  end)
+
+  it("skips a torn or corrupt record, logs it, and starts anyway", function()
+    local outbox = dir .. "/outbox"
+    local host = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
+    api:wait_registration()
+    local ids = {}
+    for i = 1, 3 do
+      ids[i] = api:enqueue("wait", { file = dir .. "/never" }, "Cases.team.ops")
+      wait_journaled(outbox, "/actions/" .. ids[i] .. "/result")
+    end
+    host:signal("KILL")
+    host:wait_exit()
+    -- spoil the first action's record, cut the last one short
+    local path = segments(outbox)[1]
+    local text = read(path)
+    local first = text:find("/actions/" .. ids[1] .. "/result", 1, true)
+    local last = text:find("/actions/" .. ids[3] .. "/result", 1, true)
+    local f = assert(io.open(path, "wb"))
+    f:write(text:sub(1, first - 1), "X", text:sub(first + 1, last))
+    f:close()
+
+    local again = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
+    again:wait_log("bytes at offset %d+ are not a valid record %(corrupt%); skipped")
+    again:wait_log("are not a whole record, as a crash in the middle of a "
+      .. "write leaves them; skipped")
+    assert.equal("FATAL", api:wait_result(ids[2]).event)
+    assert.equal("Echoed", api:wait_result(api:enqueue("echo", 1, "Cases.team.ops")).event)
+    assert.equal("PENDING", api:action(ids[1]).state)
+    assert.equal("PENDING", api:action(ids[3]).state)
+    assert.equal(0, again:stop())
+  end)
+
+  it("with FLYTE_OUTBOX_SYNC=off still survives the process dying", function()
+    local outbox = dir .. "/outbox"
+    local settings = { FLYTE_OUTBOX = outbox, FLYTE_OUTBOX_SYNC = "off" }
+    local host = testing.host(PACK, api, settings)
+    api:wait_registration()
+    local id = api:enqueue("wait", { file = dir .. "/never" }, "Cases.team.ops")
+    wait_journaled(outbox, "/actions/" .. id .. "/result")
+    host:signal("KILL")
+    host:wait_exit()
+    local again = testing.host(PACK, api, settings)
+    assert.equal("FATAL", api:wait_result(id).event)
+    assert.equal(0, again:stop())
+  end)
+
+  it("names a bad FLYTE_OUTBOX_SYNC in one line, exit status 2", function()
+    for _, how in ipairs { { FLYTE_OUTBOX_SYNC = "sometimes" },
+                           { "--outbox-sync", "sometimes" } } do
+      local env = { FLYTE_API = api.url, FLYTE_OUTBOX = dir .. "/outbox" }
+      local argv = { testing.binary(), "run", PACK }
+      if how[1] then
+        argv[#argv + 1] = how[1]
+        argv[#argv + 1] = how[2]
+      else
+        env.FLYTE_OUTBOX_SYNC = how.FLYTE_OUTBOX_SYNC
+      end
+      local p = testing.spawn(argv, env)
+      assert.equal(2, p:wait_exit())
+      assert.equal("flyte-host: " .. (how[1] or "FLYTE_OUTBOX_SYNC")
+        .. ": 'sometimes' is not always or off\n", p:log())
+    end
   end)
 
   it("can be turned off", function()
