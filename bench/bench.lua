@@ -210,27 +210,45 @@ local WAITS = {
     n_prev = 20000, input = function() return INPUT end },
 }
 
+--- The outbox's counters from the host's /metrics: records, syncs (nil
+-- for a binary without them).
+local function outbox_counters(host)
+  local ok, status, body = pcall(testing.get, host.health_url .. "metrics")
+  if not ok or status ~= 200 then return nil end
+  local records = body:match("\nflyte_outbox_records_total (%d+)")
+  local syncs = body:match("\nflyte_outbox_syncs_total (%d+)")
+  if not records then return nil end
+  return { records = tonumber(records), syncs = tonumber(syncs) }
+end
+
 --- One run of `case` on `binary` with `settings`; nil when n is nil.
 local function waits_run(binary, case, n, settings)
   if not n then return nil end
   return session(settings, function(api, host)
     core.sleep(0.3)
     local idle = memory(host.pid)
+    local c0 = outbox_counters(host)
     local cpu0 = cpu_ms(host.pid)
     local res = request("POST", api.url .. "/dev/actions",
       { command = case.command, input = case.input(api), pack = WAITS_ID,
         count = n })
     local _, t_end = wait_done(api, n, 300)
     local cpu1 = cpu_ms(host.pid)
+    local c1 = outbox_counters(host)
     local a = api:action(res.id)
     assert(a.result and a.result.event == "Echoed",
       "action " .. res.id .. " ended with " .. flyte.json.encode(a.result or {}))
     -- what stays once the burst is over (a worker gives freed memory back
     -- after a second idle)
     core.sleep(1.5)
-    return { actions_per_s = n / (t_end - a.times.taken),
+    local seconds = t_end - a.times.taken
+    local syncs = c0 and c1 and c1.syncs - c0.syncs
+    return { actions_per_s = n / seconds,
       cpu_ms_per_1k = (cpu1 - cpu0) / n * 1000,
-      idle_kb = idle.rssanon_kb, end_kb = memory(host.pid).rssanon_kb }
+      idle_kb = idle.rssanon_kb, end_kb = memory(host.pid).rssanon_kb,
+      syncs_per_s = syncs and syncs / seconds,
+      records_per_sync = syncs and syncs > 0
+        and (c1.records - c0.records) / syncs }
   end, WAITS_PACK, binary)
 end
 
@@ -242,7 +260,9 @@ local function waits_row(binary, case, n, settings)
     actions_per_s = round(median_of(runs, "actions_per_s")),
     cpu_ms_per_1k = round(median_of(runs, "cpu_ms_per_1k"), 1),
     idle_kb = round(median_of(runs, "idle_kb")),
-    end_kb = round(median_of(runs, "end_kb")) }
+    end_kb = round(median_of(runs, "end_kb")),
+    syncs_per_s = round(median_of(runs, "syncs_per_s")),
+    records_per_sync = round(median_of(runs, "records_per_sync"), 1) }
 end
 
 local function bench_waits(report)
@@ -701,21 +721,35 @@ local function print_report(r)
     print("       this binary beside the previous one ("
       .. (r.waits.previous_binary or "not built") .. "), same run;")
     print("       end MB: RssAnon 1.5 s after the last result")
-    print(string.format("  %-46s %6s %9s %9s %8s %8s | %6s %9s %8s %8s", "",
-      "actions", "actions/s", "CPU ms/1k", "idle MB", "end MB", "prev n",
-      "actions/s", "idle MB", "end MB"))
+    print(string.format("  %-46s %6s %9s %9s %8s %8s %7s %7s | %6s %9s %8s "
+      .. "%8s", "", "actions", "actions/s", "CPU ms/1k", "idle MB", "end MB",
+      "syncs/s", "rec/sync", "prev n", "actions/s", "idle MB", "end MB"))
     for _, case in ipairs(WAITS) do
       for _, outbox in ipairs { "on", "off" } do
         local row = r.waits[case.key .. "_outbox_" .. outbox]
         if row then
           local n, p = row.new or {}, row.previous or {}
           local function mb(kb) return kb and string.format("%.1f", kb / 1024) end
-          print(string.format("  %-46s %6s %9s %9s %8s %8s | %6s %9s %8s %8s",
+          print(string.format("  %-46s %6s %9s %9s %8s %8s %7s %7s | %6s "
+            .. "%9s %8s %8s",
             row.label, fmt(n.actions), fmt(n.actions_per_s),
             fmt(n.cpu_ms_per_1k), fmt(mb(n.idle_kb)), fmt(mb(n.end_kb)),
+            fmt(n.syncs_per_s), fmt(n.records_per_sync),
             fmt(p.actions), fmt(p.actions_per_s), fmt(mb(p.idle_kb)),
             fmt(mb(p.end_kb))))
         end
+      end
+    end
+    -- the journal's price (issue 12: at least 90% of the throughput, at
+    -- most 1.15 times the CPU per action)
+    for _, key in ipairs { "echo", "http100", "sleep100" } do
+      local on, off = r.waits[key .. "_outbox_on"], r.waits[key .. "_outbox_off"]
+      on, off = on and on.new, off and off.new
+      if on and off and on.actions_per_s and off.actions_per_s then
+        print(string.format("  %s, outbox on vs off: %d%% of the throughput, "
+          .. "%.2f times the CPU per action", key,
+          round(on.actions_per_s * 100 / off.actions_per_s),
+          on.cpu_ms_per_1k / off.cpu_ms_per_1k))
       end
     end
   end

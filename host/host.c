@@ -198,6 +198,15 @@ static char *metrics(flyte_host *h) {
   g.in_flight = atomic_load(&h->in_flight);
   g.concurrency = h->cfg->concurrency;
   g.loop_lag_seconds = (double)atomic_exchange(&h->lag_us, 0) / 1e6;
+  if (h->outbox) {
+    flyte_outbox_stats st;
+    flyte_outbox_stats_get(h->outbox, &st);
+    g.outbox = 1;
+    g.outbox_records = (unsigned long)st.records;
+    g.outbox_syncs = (unsigned long)st.syncs;
+    g.outbox_segments = st.segments;
+    g.outbox_lost_takes = flyte_outbox_lost_takes(h->outbox);
+  }
   flyte_events_gauges(h, &g.queue_depth, &g.queue_oldest_seconds);
   return flyte_metrics_render(h->metrics, &g);
 }
@@ -412,8 +421,7 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
   return 0;
 }
 
-/* Delivers what a host that stopped (or crashed) left in the outbox,
- * before taking any new action. */
+/* Delivers what a host that stopped (or crashed) left in the outbox. */
 static void recover_outbox(flyte_host *h, flyte_http *http) {
   if (h->outbox == NULL) return;
   recovery r = {h, http, 0, 0};
@@ -752,11 +760,15 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     flyte_warn("the pack will not be reloaded when it changes (SIGHUP still "
                "reloads it)");
   if (connect_api(h, http) == 0) {
-    recover_outbox(h, http);
     if (start_threads(h) != 0) {
       stop_threads(h);
       goto cleanup;
     }
+    /* What a host that died owes goes out while the workers take: with
+     * many actions in flight at a crash, each result the API had already
+     * taken costs a few tries (flyte-api.md, section 4), and new actions
+     * must not wait on them. */
+    recover_outbox(h, http);
     /* Main thread: register again whenever the API forgets the pack. */
     pthread_mutex_lock(&h->mu);
     while (!atomic_load(&h->stopping)) {
@@ -787,6 +799,9 @@ cleanup:
     pthread_join(signals, NULL);
   }
   flyte_health_stop(h->health);
+  /* the outbox's syncer calls the workers back: it goes first */
+  flyte_outbox_close(h->outbox);
+  h->outbox = NULL;
   for (int i = 0; i < atomic_load(&h->nworkers); i++)
     flyte_worker_free(h->workers[i]);
   flyte_pack_close(h->health_pack);

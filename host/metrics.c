@@ -286,6 +286,23 @@ char *flyte_metrics_render(flyte_metrics *m, const flyte_metrics_gauges *g) {
   header(out, "flyte_concurrency", "gauge",
          "The most actions the host holds at once (FLYTE_CONCURRENCY).");
   fprintf(out, "flyte_concurrency %d\n", g ? g->concurrency : 0);
+  if (g && g->outbox) {
+    header(out, "flyte_outbox_records_total", "counter",
+           "Records appended to the outbox's journal.");
+    fprintf(out, "flyte_outbox_records_total %lu\n", g->outbox_records);
+    header(out, "flyte_outbox_syncs_total", "counter",
+           "fdatasyncs of the journal: each covers every record appended "
+           "since the one before (group commit).");
+    fprintf(out, "flyte_outbox_syncs_total %lu\n", g->outbox_syncs);
+    header(out, "flyte_outbox_segments", "gauge",
+           "Journal segment files on disk.");
+    fprintf(out, "flyte_outbox_segments %ld\n", g->outbox_segments);
+    header(out, "flyte_outbox_lost_takes_total", "counter",
+           "Takes whose reply died with an earlier process: each may have "
+           "handed out an action that was lost (see the log for when).");
+    fprintf(out, "flyte_outbox_lost_takes_total %ld\n",
+            g->outbox_lost_takes);
+  }
   header(out, "flyte_loop_lag_seconds", "gauge",
          "The longest a worker's timer waited past its time since the last "
          "scrape: how long pack code held a loop.");

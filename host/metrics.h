@@ -29,6 +29,9 @@ typedef struct {
   int workers_total, workers_busy;
   int in_flight, concurrency; /* actions held, and the most allowed */
   double loop_lag_seconds;    /* worst since the last scrape */
+  int outbox;                 /* the outbox is on: the next four mean it */
+  unsigned long outbox_records, outbox_syncs; /* since start */
+  long outbox_segments, outbox_lost_takes;
   long queue_depth;
   double queue_oldest_seconds;
 } flyte_metrics_gauges;

@@ -27,6 +27,8 @@
 #define TRIM_AFTER 1.0     /* seconds idle before memory goes back */
 
 enum { OWNER_WORKER = 0, OWNER_MAIN, OWNER_DELIVERING };
+/* what an action does once its journal record is on disk */
+enum { AFTER_NOTHING = 0, AFTER_TAKEN_RUN, AFTER_RESULT_POST };
 
 /* A Lua state of this worker. */
 typedef struct wstate {
@@ -46,6 +48,9 @@ typedef struct action {
   flyte_task *task; /* while the handler runs */
   double deadline;  /* of the handler, monotonic; 0 for none */
   long entry;       /* in the outbox, or -1 */
+  uint64_t durable_at; /* the journal record it waits to reach the disk */
+  int after_sync;      /* AFTER_*: what it does once it has */
+  struct action *next_sync; /* in the worker's FIFO of those waiting */
   atomic_int owner; /* OWNER_*: who completes it */
   flyte_pack_result res;
   /* delivery */
@@ -68,6 +73,9 @@ struct flyte_worker {
   action *actions;
   atomic_int nactions;
   flyte_http_call *take; /* the take in flight, or NULL */
+  uint64_t take_intent;  /* its intent in the journal, or 0 */
+  action *sync_head, *sync_tail; /* waiting for the disk, oldest first */
+  int sync_listening;    /* the outbox wakes the loop after each sync */
   double take_started;
   int leading;
   flyte_timer poll_timer;
@@ -77,6 +85,51 @@ struct flyte_worker {
 };
 
 static void free_action(action *x);
+static void post(action *x);
+static void start_handler(flyte_worker *w, action *x);
+
+/* ---- the journal's group commit ------------------------------------------ */
+
+/* Queues x until journal record seq is on disk, unless it is already.
+ * Returns 1 when x waits (it goes on in release_synced), 0 to go on now.
+ * One fdatasync covers every record appended meanwhile, by every worker:
+ * the worker takes other actions while these wait. */
+static int wait_for_disk(flyte_worker *w, action *x, uint64_t seq,
+                         int after) {
+  flyte_outbox *o = w->h->outbox;
+  if (o == NULL || flyte_outbox_durable(o) >= seq) return 0;
+  x->durable_at = seq;
+  x->after_sync = after;
+  x->next_sync = NULL;
+  if (w->sync_tail)
+    w->sync_tail->next_sync = x;
+  else
+    w->sync_head = x;
+  w->sync_tail = x;
+  return 1;
+}
+
+/* Lets go on the actions whose records are on disk now: records of one
+ * worker are appended in order, so the FIFO is in order too. */
+static void release_synced(flyte_worker *w) {
+  flyte_outbox *o = w->h->outbox;
+  if (o == NULL || w->sync_head == NULL) return;
+  uint64_t durable = flyte_outbox_durable(o);
+  while (w->sync_head && w->sync_head->durable_at <= durable) {
+    action *x = w->sync_head;
+    w->sync_head = x->next_sync;
+    if (w->sync_head == NULL) w->sync_tail = NULL;
+    int after = x->after_sync;
+    x->after_sync = AFTER_NOTHING;
+    x->next_sync = NULL;
+    if (after == AFTER_TAKEN_RUN)
+      start_handler(w, x);
+    else
+      post(x);
+  }
+}
+
+static void on_synced(void *ud) { flyte_loop_wake(((flyte_worker *)ud)->loop); }
 
 /* ---- the host's polling ---------------------------------------------------- */
 
@@ -226,7 +279,6 @@ static wstate *current_state(flyte_worker *w, char *err, size_t errlen) {
 
 /* ---- delivering a result ---------------------------------------------------- */
 
-static void post(action *x);
 
 /* The action is over: its result went (or never will). */
 static void action_over(action *x, flyte_delivery d) {
@@ -357,15 +409,20 @@ static void handler_done(flyte_task *t, void *ud) {
     action_over(x, FLYTE_ABANDONED);
     return;
   }
-  if (x->entry > 0 &&
-      flyte_outbox_result(h->outbox, x->entry, x->a.result_url, x->a.command,
-                          x->a.id, x->res.body, strlen(x->res.body), err,
-                          sizeof err) != 0)
-    flyte_error("outbox: %s", err);
+  if (x->entry > 0) {
+    uint64_t seq;
+    if (flyte_outbox_append_result(h->outbox, (uint64_t)x->entry,
+                                   x->a.result_url, x->a.command, x->a.id,
+                                   x->res.body, strlen(x->res.body), &seq,
+                                   err, sizeof err) != 0)
+      flyte_error("outbox: %s", err);
+    else if (wait_for_disk(w, x, seq, AFTER_RESULT_POST))
+      return; /* posted once the result is on disk */
+  }
   post(x);
 }
 
-static void run_action(flyte_worker *w, flyte_action *a) {
+static void run_action(flyte_worker *w, flyte_action *a, uint64_t intent) {
   flyte_host *h = w->h;
   char err[1024];
   action *x = calloc(1, sizeof *x);
@@ -385,12 +442,17 @@ static void run_action(flyte_worker *w, flyte_action *a) {
                             {NULL, NULL}};
   flyte_log_with(FLYTE_LOG_DEBUG, took, 0, "action %s: took it; running '%s'",
                  x->a.id, x->a.command);
+  uint64_t seq = 0;
   if (h->outbox) {
     /* on disk before the handler runs: a crash from here on still ends
      * with a result for this action */
-    x->entry = flyte_outbox_taken(h->outbox, x->a.result_url, x->a.command,
-                                  x->a.id, err, sizeof err);
-    if (x->entry < 0) flyte_error("outbox: %s", err);
+    if (flyte_outbox_append_taken(h->outbox, intent, x->a.result_url,
+                                  x->a.command, x->a.id, &seq, err,
+                                  sizeof err) != 0) {
+      flyte_error("outbox: %s", err);
+      seq = 0;
+    }
+    x->entry = seq ? (long)seq : -1;
   }
   pthread_mutex_lock(&w->mu); /* complete_stuck may look from now on */
   x->next = w->actions;
@@ -399,6 +461,15 @@ static void run_action(flyte_worker *w, flyte_action *a) {
   pthread_mutex_unlock(&w->mu);
   atomic_fetch_add(&w->nactions, 1);
   flyte_metrics_action_taken(h->metrics);
+  if (seq && wait_for_disk(w, x, seq, AFTER_TAKEN_RUN))
+    return; /* runs once the taken record is on disk */
+  start_handler(w, x);
+}
+
+/* Runs the handler of an action whose taken record is on disk. */
+static void start_handler(flyte_worker *w, action *x) {
+  flyte_host *h = w->h;
+  char err[1024];
   flyte_metrics_in_flight(h->metrics, x->a.command, 1);
   x->run = (flyte_pack_action){NULL,         x->a.id,          x->a.command,
                                x->a.input,   x->a.input_error, h->cfg->handler_timeout,
@@ -433,6 +504,15 @@ static void run_action(flyte_worker *w, flyte_action *a) {
 
 static void free_action(action *x) {
   flyte_worker *w = x->w;
+  if (x->after_sync != AFTER_NOTHING) { /* still waiting for the disk */
+    action **p = &w->sync_head, *prev = NULL;
+    while (*p && *p != x) {
+      prev = *p;
+      p = &(*p)->next_sync;
+    }
+    if (*p) *p = x->next_sync;
+    if (w->sync_tail == x) w->sync_tail = prev;
+  }
   if (x->task) flyte_task_free(x->task);
   if (x->call) flyte_http_release(x->call);
   flyte_timer_stop(w->loop, &x->retry);
@@ -475,11 +555,15 @@ static void taken(flyte_http_call *call, void *ud) {
   flyte_http_release(call);
   int leading = w->leading;
   w->leading = 0;
+  uint64_t intent = w->take_intent;
+  w->take_intent = 0;
   after_take(h, res, err, leading);
-  if (res == FLYTE_TAKE_ACTION)
-    run_action(w, &a);
-  else
-    unreserve(h);
+  if (res == FLYTE_TAKE_ACTION) {
+    run_action(w, &a, intent); /* its taken record answers the intent */
+    return;
+  }
+  if (intent) flyte_outbox_done(h->outbox, (long)intent);
+  unreserve(h);
 }
 
 static void poll_due(void *ud) { (void)ud; /* the loop looks again */ }
@@ -505,11 +589,22 @@ static void maybe_take(flyte_worker *w) {
   flyte_http_req req = {"POST", url, NULL, 0, NULL, 0, 1, 0};
   w->take_started = flyte_monotime();
   char why[200] = "";
-  if (flyte_api_url_allowed(url, why, sizeof why) == 0)
+  if (flyte_api_url_allowed(url, why, sizeof why) == 0) {
+    /* the take window: an action the API hands out in a reply that dies
+     * with this process is lost; the intent lets the next start say so */
+    if (h->outbox &&
+        flyte_outbox_append_intent(h->outbox, url, &w->take_intent, err,
+                                   sizeof err) != 0) {
+      flyte_error("outbox: %s", err);
+      w->take_intent = 0;
+    }
     w->take = flyte_http_start(w->http, w->loop, &req, taken, w, why,
                                sizeof why);
+  }
   free(url);
   if (w->take == NULL) {
+    if (w->take_intent) flyte_outbox_done(h->outbox, (long)w->take_intent);
+    w->take_intent = 0;
     snprintf(err, sizeof err, "take: %s", why);
     int leading = w->leading;
     w->leading = 0;
@@ -559,6 +654,7 @@ static void *worker_main(void *arg) {
   flyte_host *h = w->h;
   int had_actions = 0;
   for (;;) {
+    release_synced(w);
     flyte_sched_run(w->sched);
     maybe_take(w);
     int n = atomic_load(&w->nactions);
@@ -570,8 +666,12 @@ static void *worker_main(void *arg) {
                         flyte_monotime() + TRIM_AFTER, trim, w);
     }
     if (atomic_load(&h->stopping) && n == 0 && w->take == NULL) break;
-    if (flyte_loop_run_once(w->loop,
-                            flyte_sched_has_ready(w->sched) ? 0 : -1) != 0) {
+    /* without a sync listener (more than the outbox takes), look at the
+     * disk every millisecond while an action waits for it */
+    double wait = flyte_sched_has_ready(w->sched) ? 0
+                  : w->sync_head && !w->sync_listening ? 0.001
+                                                       : -1;
+    if (flyte_loop_run_once(w->loop, wait) != 0) {
       flyte_error("worker %d: the event loop failed", w->index);
       break;
     }
@@ -601,6 +701,8 @@ flyte_worker *flyte_worker_start(flyte_host *h, int index) {
     return NULL;
   }
   flyte_loop_on_wake(w->loop, on_wake, w);
+  w->sync_listening =
+      h->outbox && flyte_outbox_on_sync(h->outbox, on_synced, w) == 0;
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
     flyte_worker_free(w);
     return NULL;

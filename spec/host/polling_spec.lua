@@ -35,7 +35,10 @@ describe("polling", function()
   end)
 
   it("keeps its connections alive: actions reuse them", function()
-    host = testing.host("spec/fixtures/host/cases.lua", api, { FLYTE_WORKERS = 1 })
+    -- (the outbox off: with it, results wait for the disk together and are
+    -- posted together, on more connections)
+    host = testing.host("spec/fixtures/host/cases.lua", api,
+      { FLYTE_WORKERS = 1, FLYTE_OUTBOX = "off" })
     api:wait_registration()
     -- a take and result posts run at once, each on a connection of the
     -- worker's pool: a few connections, then none new
