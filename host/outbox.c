@@ -53,6 +53,11 @@
 #define FIXED 28                   /* type, count, 0, seq, ref, time */
 #define MAX_PAYLOAD ((size_t)1 << 30)
 #define MAX_SEQ ((uint64_t)1 << 62) /* never reached; room to count on */
+/* The least time between the starts of two syncs, in seconds, when
+ * records keep coming and no thread is blocked waiting: 8 times fewer
+ * fdatasyncs than back to back on this machine's disk, at most half a
+ * millisecond more before a step goes on. */
+#define SYNC_GAP 0.0005
 
 static const unsigned char MAGIC[4] = {'F', 'J', 'R', '1'};
 
@@ -265,7 +270,14 @@ size_t flyte_journal_scan(const unsigned char *buf, size_t len,
       if (decode_at(buf, len, next, &r, &size)) break;
       next++;
     }
-    if (bad) bad(ud, off, next - off, next == len);
+    if (next == len) { /* the end: zeros past the last record are the
+                        * space allocated for more, not a torn record */
+      size_t end = len;
+      while (end > off && buf[end - 1] == 0) end--;
+      if (end > off && bad) bad(ud, off, end - off, 1);
+      break;
+    }
+    if (bad) bad(ud, off, next - off, 0);
     off = next;
   }
   return count;
@@ -279,7 +291,8 @@ struct segment {
   segment *prev, *next; /* by number */
   uint64_t num;
   int fd;        /* while it is the active one; then the syncer closes it */
-  uint64_t size; /* bytes in it */
+  uint64_t size; /* bytes in it: where the next record goes */
+  uint64_t allocated; /* bytes allocated at creation (zeros past size) */
   long live;     /* entries with a record here, not done */
   int doomed;    /* to be deleted (the doomed ones are the oldest) */
   int failed;    /* its deletion failed: left alone */
@@ -393,6 +406,12 @@ static char *path_join(const char *a, const char *b) {
 
 static void segment_name(char *buf, size_t n, uint64_t num) {
   snprintf(buf, n, "journal-%010" PRIu64 ".log", num);
+}
+
+static double now_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static int64_t now_us(void) {
@@ -564,10 +583,11 @@ static void segment_unlink(journal *j, segment *s) {
   free(s);
 }
 
-static int write_all(int fd, const void *buf, size_t len) {
+/* Writes all of buf at off. */
+static int write_at(int fd, const void *buf, size_t len, uint64_t off) {
   const char *p = buf;
   while (len) {
-    ssize_t w = write(fd, p, len);
+    ssize_t w = pwrite(fd, p, len, (off_t)off);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       if (w == 0) errno = EIO;
@@ -575,8 +595,16 @@ static int write_all(int fd, const void *buf, size_t len) {
     }
     p += w;
     len -= (size_t)w;
+    off += (uint64_t)w;
   }
   return 0;
+}
+
+/* A write cut short: what it added to the file goes; inside the space
+ * allocated at creation, the next record is written over it. */
+static void undo_write(segment *a) {
+  off_t keep = (off_t)(a->size > a->allocated ? a->size : a->allocated);
+  if (ftruncate(a->fd, keep) != 0) return; /* the reader skips it */
 }
 
 /* A new active segment; the old one goes to the syncer. */
@@ -589,15 +617,15 @@ static int rotate(journal *j, char *err, size_t errlen) {
   for (int tries = 0;; tries++) {
     char name[48];
     segment_name(name, sizeof name, j->next_seg);
-    int fd = openat(j->dir_fd, name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    int fd = openat(j->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                    0600);
     if (fd < 0 && errno == EEXIST && tries < 100) {
       j->next_seg++;
       continue;
     }
     segment *s = NULL;
     if (fd < 0 ||
-        write_all(fd, FLYTE_JOURNAL_HEADER, FLYTE_JOURNAL_HEADER_LEN) != 0 ||
+        write_at(fd, FLYTE_JOURNAL_HEADER, FLYTE_JOURNAL_HEADER_LEN, 0) != 0 ||
         (s = segment_add(j, j->next_seg)) == NULL) {
       snprintf(err, errlen, "cannot create %s/%s: %s", j->slot, name,
                fd < 0 || s == NULL ? strerror(errno) : "out of memory");
@@ -609,6 +637,11 @@ static int rotate(journal *j, char *err, size_t errlen) {
     }
     s->fd = fd;
     s->size = FLYTE_JOURNAL_HEADER_LEN;
+    /* Allocated at once: an fdatasync then writes the records alone, not
+     * the file's size as well (a third less time and CPU a sync on ext4).
+     * Where the file system cannot, the file grows as it is written. */
+    if (fallocate(fd, 0, 0, (off_t)j->segment_size) == 0)
+      s->allocated = j->segment_size;
     segment *old = j->active;
     j->active = s;
     j->dir_dirty = 1;
@@ -630,14 +663,13 @@ static int journal_write(journal *j, framed *f, char type, uint64_t ref,
   segment *a = j->active;
   uint64_t s = j->seq + 1;
   frame_seal(f, s);
-  if (write_all(a->fd, f->buf, f->len) != 0) {
+  if (write_at(a->fd, f->buf, f->len, a->size) != 0) {
     int e = errno;
     char name[48];
     segment_name(name, sizeof name, a->num);
     snprintf(err, errlen, "cannot write to %s/%s: %s", j->slot, name,
              strerror(e));
-    /* what was written of it goes; the reader would skip it anyway */
-    if (ftruncate(a->fd, (off_t)a->size) != 0) errno = e;
+    undo_write(a);
     return -1;
   }
   uint64_t off = a->size;
@@ -731,9 +763,8 @@ static void compact(journal *j) {
       continue;
     }
     frame_seal(&f, j->seq + 1);
-    if (write_all(a->fd, f.buf, f.len) != 0) {
-      if (ftruncate(a->fd, (off_t)a->size) != 0) { /* skipped on reading */
-      }
+    if (write_at(a->fd, f.buf, f.len, a->size) != 0) {
+      undo_write(a);
       free(f.buf);
       failed++;
       break;
@@ -804,6 +835,7 @@ typedef struct {
 
 static void replay_rec(void *ud, const flyte_journal_record *r, size_t off) {
   replay_ctx *c = ud;
+  c->s->size = off + record_size(r); /* what counts of it */
   if (apply(c->j, c->s, off, record_size(r), r, 1) != 0)
     flyte_error("outbox: out of memory reading %s", c->path);
 }
@@ -884,7 +916,8 @@ static void journal_load(journal *j) {
                   path ? path : name, buf ? "out of memory" : strerror(errno));
       j->frozen = 1;
     } else {
-      s->size = len;
+      s->size = len < FLYTE_JOURNAL_HEADER_LEN ? len
+                                               : FLYTE_JOURNAL_HEADER_LEN;
       replay_ctx c = {j, s, path};
       flyte_journal_scan(buf, len, replay_rec, replay_bad, &c);
     }
@@ -1005,11 +1038,13 @@ static int has_work(flyte_outbox *o) {
 /* The syncer: compacts when a segment was retired, fdatasyncs what was
  * appended (and the segments retired since, and the directory when a
  * segment was created), publishes the durable sequence, calls the
- * listeners, then deletes the segments doomed at or before it. */
+ * listeners, then deletes the segments doomed at or before it. Under
+ * steady load it lets SYNC_GAP pass between syncs. */
 static void *syncer_main(void *arg) {
   flyte_outbox *o = arg;
   journal *j = o->j;
   int warned = 0;
+  double last_sync = 0;
   pthread_mutex_lock(&o->mu);
   for (;;) {
     while (!o->stopping && !has_work(o)) pthread_cond_wait(&o->work, &o->mu);
@@ -1017,6 +1052,19 @@ static void *syncer_main(void *arg) {
     if (j->want_compact) {
       j->want_compact = 0;
       compact(j);
+    }
+    if (o->sync && j->seq > o->synced) {
+      /* Under steady load, a sync at most every SYNC_GAP: the records of
+       * that time share it. Not while a thread is blocked waiting (the
+       * blocking functions), nor when stopping. */
+      double since = now_mono() - last_sync;
+      if (since < SYNC_GAP && !o->waiters && !o->stopping) {
+        pthread_mutex_unlock(&o->mu);
+        struct timespec ts = {0, (long)((SYNC_GAP - since) * 1e9)};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&o->mu);
+      }
+      last_sync = now_mono();
     }
     uint64_t target = j->seq;
     int fd = j->active ? j->active->fd : -1;

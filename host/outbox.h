@@ -141,7 +141,8 @@ void flyte_outbox_set_segment_size(flyte_outbox *o, size_t bytes);
 
 /* ---- the journal's format, for tests and the fuzzer ------------------- */
 
-/* A segment: the 16-byte header FLYTE_JOURNAL_HEADER, then records. A
+/* A segment: the 16-byte header FLYTE_JOURNAL_HEADER, then records, then
+ * zeros (a segment's space is allocated when it is created). A
  * record: magic "FJR1", u32 length of the payload, u32 CRC32C, payload.
  * The payload (little-endian): u8 type, u8 number of strings, u16 0, u64
  * seq, u64 ref, i64 time (microseconds since the epoch), then each string
@@ -167,8 +168,10 @@ typedef struct {
 
 /* Reads one segment held in buf[0..len): rec for each valid record in
  * order (off: where its frame starts), bad for each stretch that is not a
- * valid record (tail: it runs to the end, as a write cut short by a crash
- * leaves it). Either callback may be NULL. Returns the number of records. */
+ * valid record (tail: no record follows it, as a write cut short by a
+ * crash leaves it). Zero bytes after the last record and after a tail are
+ * the space allocated for more records, not reported. Either callback may
+ * be NULL. Returns the number of records. */
 size_t flyte_journal_scan(const unsigned char *buf, size_t len,
                           void (*rec)(void *ud, const flyte_journal_record *r,
                                       size_t off),

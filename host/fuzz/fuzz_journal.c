@@ -3,8 +3,9 @@
  *
  * The bytes are read as a segment: flyte_journal_scan never reads out of
  * bounds, and what it reports tiles the input in order (records and bad
- * stretches, a bad stretch at the end called a tail and no other), each
- * record encoding back to exactly its bytes.
+ * stretches, a bad stretch at the end called a tail and no other, zeros
+ * left after the last: allocated space), each record encoding back to
+ * exactly its bytes.
  *
  * Then they go on disk as a slot's two segments (cut where the first byte
  * says) and an outbox opens the slot, hands out what it finds (keeping
@@ -55,13 +56,22 @@ static void on_rec(void *ud, const flyte_journal_record *r, size_t off) {
   t->pos = off + n;
 }
 
+static int zeros(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return 0;
+  return 1;
+}
+
 static void on_bad(void *ud, size_t off, size_t n, int tail) {
   tiling *t = ud;
   check(!t->ended, "a bad stretch after the tail");
   check(off == t->pos && n > 0 && n <= t->len - off,
         "a bad stretch not where the last one ended");
   t->pos = off + n;
-  check(tail == (t->pos == t->len), "tail not at the end");
+  check(!tail || zeros(t->buf + t->pos, t->len - t->pos),
+        "a tail before the end");
+  check(tail || t->pos < t->len, "no tail at the end");
+  check(t->buf[t->pos - 1] != 0 || !tail, "a tail ending in a zero");
   t->ended = tail;
 }
 
@@ -71,7 +81,9 @@ static void scan(const unsigned char *data, size_t size) {
       memcmp(data, FLYTE_JOURNAL_HEADER, FLYTE_JOURNAL_HEADER_LEN) == 0)
     t.pos = FLYTE_JOURNAL_HEADER_LEN;
   flyte_journal_scan(data, size, on_rec, on_bad, &t);
-  check(t.pos == size, "the input is not all accounted for");
+  /* what is left is the zeros of space allocated for more */
+  check(zeros(data + t.pos, size - t.pos),
+        "the input is not all accounted for");
 }
 
 /* ---- recovery ---------------------------------------------------------------- */
@@ -184,12 +196,14 @@ static void recover(const unsigned char *data, size_t size) {
   flyte_outbox *o = flyte_outbox_open(dir, FLYTE_OUTBOX_SYNC_OFF, err,
                                       sizeof err);
   check(o != NULL, "open");
+  flyte_outbox_set_segment_size(o, 4096); /* the space allocated: small */
   handed first = {NULL, 0, 0, 0, 1};
   flyte_outbox_recover(o, collect, &first);
   flyte_outbox_close(o);
 
   o = flyte_outbox_open(dir, FLYTE_OUTBOX_SYNC_OFF, err, sizeof err);
   check(o != NULL, "open again");
+  flyte_outbox_set_segment_size(o, 4096);
   handed second = {NULL, 0, 0, 0, 0};
   flyte_outbox_recover(o, collect, &second);
   check(flyte_outbox_lost_takes(o) == 0, "a lost take counted twice");
