@@ -6,9 +6,7 @@
 -- One worker: one take in flight at a time. A take whose reply dies with
 -- the process (the stand-in has marked the action taken; the host never
 -- read which) cannot be completed by anyone; a restart logs it from the
--- take intent journaled before the request, once the worker journals
--- intents (flyte_outbox_append_intent). Until then the bound is checked,
--- and the log only when host/worker.c calls it.
+-- take intent journaled before the request.
 local testing = require "flyte.testing"
 local core = require "flyte.core"
 local flyte = require "flyte"
@@ -29,14 +27,6 @@ local function enqueue_many(api, command, input, n)
   assert.equal(201, res.status, res.body)
 end
 
-local function journals_intents()
-  local f = io.open("host/worker.c", "r")
-  if not f then return false end
-  local source = f:read("a")
-  f:close()
-  return source:find("flyte_outbox_append_intent", 1, true) ~= nil
-end
-
 local function count(text, pattern)
   return select(2, text:gsub(pattern, ""))
 end
@@ -49,11 +39,6 @@ local function journal_files(outbox)
 end
 
 describe("kill -9 during a burst, and a restart each time", function()
-  if not journals_intents() then
-    pending("lost takes are bounded but not yet logged: host/worker.c does "
-      .. "not journal take intents yet")
-  end
-
   for _, case in ipairs {
     { what = "of echo actions", command = "echo", input = "x", n = 2000,
       step = 150 },
@@ -100,10 +85,8 @@ describe("kill -9 during a burst, and a restart each time", function()
           .. KILLS .. " kills")
         local all = table.concat(logs, "\n")
         local lost_logged = count(all, "may have been taken and lost")
-        if journals_intents() then
-          assert.is_true(lost_logged >= s.pending, s.pending
-            .. " actions lost, " .. lost_logged .. " logged as possibly lost")
-        end
+        assert.is_true(lost_logged >= s.pending, s.pending
+          .. " actions lost, " .. lost_logged .. " logged as possibly lost")
         assert.is_true(lost_logged <= KILLS)
         assert.equal(0, count(all, "not a valid record"))
         local echoed, fatal = 0, 0
