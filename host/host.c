@@ -373,7 +373,8 @@ static int connect_api(flyte_host *h, flyte_http *http) {
 typedef struct {
   flyte_host *h;
   flyte_http *http;
-  int delivered, kept;
+  int delivered, kept, adopted;
+  unsigned next_worker;
 } recovery;
 
 
@@ -403,11 +404,24 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
     body = e->body;
     snprintf(what, sizeof what, "event left undelivered");
   }
+  int maybe_sent = strcmp(e->kind, "event") != 0;
+  int n = atomic_load(&h->nworkers);
+  if (e->id && n > 0 && url && body) {
+    /* an entry of this host's journal: a worker posts it alongside new
+     * actions, many at once, and ends the entry itself */
+    flyte_worker *w = h->workers[r->next_worker++ % n];
+    if (flyte_worker_adopt(w, url, body, (long)e->id, what, maybe_sent) ==
+        0) {
+      free(owned);
+      r->adopted++;
+      return 1;
+    }
+  }
   const char *endpoint = strcmp(e->kind, "event") == 0 ? "event" : "result";
   flyte_delivery d =
       url && body
           ? flyte_deliver(h, r->http, endpoint, url, body, strlen(body), what,
-                          strcmp(e->kind, "event") != 0)
+                          maybe_sent)
           : FLYTE_ABANDONED;
   free(owned);
   if (d == FLYTE_ABANDONED) {
@@ -424,12 +438,12 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
 /* Delivers what a host that stopped (or crashed) left in the outbox. */
 static void recover_outbox(flyte_host *h, flyte_http *http) {
   if (h->outbox == NULL) return;
-  recovery r = {h, http, 0, 0};
+  recovery r = {h, http, 0, 0, 0, 0};
   int seen = flyte_outbox_recover(h->outbox, recover_entry, &r);
   if (seen)
     flyte_info("outbox: %d entr%s from a host that stopped: %d delivered, %d "
-               "kept for later",
-               seen, seen == 1 ? "y" : "ies", r.delivered, r.kept);
+               "kept for later, %d handed to the workers to post",
+               seen, seen == 1 ? "y" : "ies", r.delivered, r.kept, r.adopted);
 }
 
 /* ---- observe ----------------------------------------------------------- */

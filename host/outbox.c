@@ -1467,7 +1467,7 @@ static void recover_old(recovery *r, const char *slot) {
         json_string_value(json_object_get(j, "result_url")),
         json_string_value(json_object_get(j, "command")),
         json_string_value(json_object_get(j, "action")),
-        json_string_value(json_object_get(j, "body"))};
+        json_string_value(json_object_get(j, "body")), 0};
     int valid = e.kind &&
                 ((strcmp(e.kind, "taken") == 0 && e.result_url && e.command) ||
                  (strcmp(e.kind, "result") == 0 && e.result_url && e.body) ||
@@ -1532,8 +1532,11 @@ static void recover_journal(recovery *r, journal *j) {
           kind == 'T' ? "taken" : kind == 'R' ? "result" : "event",
           kind == 'E' ? NULL : f[0], kind == 'E' ? NULL : f[1],
           kind == 'E' || f[2] == NULL || !*f[2] ? NULL : f[2],
-          kind == 'E' ? f[0] : kind == 'R' ? f[3] : NULL};
+          kind == 'E' ? f[0] : kind == 'R' ? f[3] : NULL,
+          r->o ? id : 0};
       r->seen++;
+      /* 1: taken over, and ended with flyte_outbox_done (this journal's
+       * entries only) */
       if (r->fn(r->ud, &fe) == 0) rec_done(r, id);
     }
     free(data);

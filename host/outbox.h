@@ -110,12 +110,15 @@ typedef struct {
   const char *command;    /* taken, result */
   const char *action;     /* taken, result */
   const char *body;       /* result, event */
+  uint64_t id;            /* its entry in this host's journal, or 0 */
 } flyte_outbox_entry;
 
 /* Calls fn for each entry left by hosts that are gone (this slot's, then
  * each unlocked slot's), oldest first, entries in the old one-file-per-
  * entry format first (they are moved into the journal or removed). fn
- * returns 0 when the entry may go, -1 to keep it for the next start. A
+ * returns 0 when the entry may go, -1 to keep it for the next start, or 1
+ * when it took the entry over: only for an entry with an id (one in this
+ * host's journal), which it ends itself with flyte_outbox_done(o, id). A
  * torn or corrupt record is logged and skipped (an old-format file is set
  * aside as *.corrupt). A take intent with no answer is logged as an action
  * that may have been taken and lost, with its time, and counted. Returns

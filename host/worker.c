@@ -58,7 +58,8 @@ typedef struct action {
   flyte_timer retry;
   flyte_retry r;
   double posted_at;
-  char what[160];
+  int adopted; /* left by a host that died: no handler, no metrics */
+  char what[300];
 } action;
 
 struct flyte_worker {
@@ -82,11 +83,14 @@ struct flyte_worker {
   flyte_timer trim_timer;
   double stop_deadline; /* the one applied to the running handlers */
   atomic_int ended;
+  pthread_mutex_t adopt_mu; /* what other threads hand over */
+  action *adopted;
 };
 
 static void free_action(action *x);
 static void post(action *x);
 static void start_handler(flyte_worker *w, action *x);
+static void post_adopted(flyte_worker *w);
 
 /* ---- the journal's group commit ------------------------------------------ */
 
@@ -286,6 +290,11 @@ static void action_over(action *x, flyte_delivery d) {
   flyte_host *h = w->h;
   if (x->entry > 0 && d != FLYTE_ABANDONED)
     flyte_outbox_done(h->outbox, x->entry);
+  if (x->adopted) {
+    if (d == FLYTE_DELIVERED) flyte_info("outbox: delivered the %s", x->what);
+    free_action(x);
+    return;
+  }
   flyte_metrics_action_done(h->metrics, x->a.command,
                             d == FLYTE_ABANDONED ? "abandoned"
                                                  : x->res.outcome,
@@ -654,6 +663,7 @@ static void *worker_main(void *arg) {
   flyte_host *h = w->h;
   int had_actions = 0;
   for (;;) {
+    post_adopted(w);
     release_synced(w);
     flyte_sched_run(w->sched);
     maybe_take(w);
@@ -691,6 +701,7 @@ flyte_worker *flyte_worker_start(flyte_host *h, int index) {
   w->h = h;
   w->index = index;
   pthread_mutex_init(&w->mu, NULL);
+  pthread_mutex_init(&w->adopt_mu, NULL);
   flyte_http_opts opts = flyte_host_http_opts(h);
   w->loop = flyte_loop_new(err, sizeof err);
   w->sched = w->loop ? flyte_sched_new(w->loop) : NULL;
@@ -711,6 +722,56 @@ flyte_worker *flyte_worker_start(flyte_host *h, int index) {
 }
 
 void flyte_worker_wake(flyte_worker *w) { flyte_loop_wake(w->loop); }
+
+int flyte_worker_adopt(flyte_worker *w, const char *url, const char *body,
+                       long entry, const char *what, int maybe_sent) {
+  action *x = calloc(1, sizeof *x);
+  if (x == NULL) return -1;
+  x->w = w;
+  x->adopted = 1;
+  x->entry = entry;
+  x->a.result_url = strdup(url);
+  x->a.command = strdup("?");
+  x->a.id = strdup("?");
+  x->res.body = strdup(body);
+  if (!x->a.result_url || !x->a.command || !x->a.id || !x->res.body) {
+    flyte_action_free(&x->a);
+    free(x->res.body);
+    free(x);
+    return -1;
+  }
+  x->res.outcome = "success";
+  atomic_store(&x->owner, OWNER_DELIVERING);
+  flyte_retry_init(&x->r, maybe_sent);
+  snprintf(x->what, sizeof x->what, "%s", what);
+  pthread_mutex_lock(&w->adopt_mu);
+  x->next = w->adopted;
+  w->adopted = x;
+  pthread_mutex_unlock(&w->adopt_mu);
+  /* held like an action: the worker does not end before it is posted */
+  atomic_fetch_add(&w->h->in_flight, 1);
+  atomic_fetch_add(&w->nactions, 1);
+  flyte_loop_wake(w->loop);
+  return 0;
+}
+
+/* Posts what other threads handed over (on the loop's thread). */
+static void post_adopted(flyte_worker *w) {
+  pthread_mutex_lock(&w->adopt_mu);
+  action *list = w->adopted;
+  w->adopted = NULL;
+  pthread_mutex_unlock(&w->adopt_mu);
+  for (action *x = list, *next; x; x = next) {
+    next = x->next;
+    pthread_mutex_lock(&w->mu);
+    x->prev = NULL;
+    x->next = w->actions;
+    if (w->actions) w->actions->prev = x;
+    w->actions = x;
+    pthread_mutex_unlock(&w->mu);
+    post(x);
+  }
+}
 
 void flyte_worker_stop_at(flyte_worker *w, double deadline) {
   flyte_sched_stop_at(w->sched, deadline);
@@ -775,6 +836,12 @@ void flyte_worker_complete_stuck(flyte_worker *w, const char *why) {
 
 void flyte_worker_free(flyte_worker *w) {
   if (w == NULL) return;
+  for (action *x = w->adopted, *next; x; x = next) { /* never posted */
+    next = x->next;
+    flyte_action_free(&x->a);
+    free(x->res.body);
+    free(x);
+  }
   while (w->actions) free_action(w->actions);
   if (w->take) flyte_http_release(w->take);
   if (w->loop) flyte_timer_stop(w->loop, &w->poll_timer);
@@ -788,5 +855,6 @@ void flyte_worker_free(flyte_worker *w) {
   flyte_sched_free(w->sched);
   flyte_loop_free(w->loop);
   pthread_mutex_destroy(&w->mu);
+  pthread_mutex_destroy(&w->adopt_mu);
   free(w);
 }

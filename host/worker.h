@@ -22,6 +22,14 @@ void flyte_worker_wake(flyte_worker *w);
  * (the end of the shutdown grace period). */
 void flyte_worker_stop_at(flyte_worker *w, double deadline);
 
+/* From any thread: the worker posts `body` to `url` with its retries, and
+ * ends outbox entry `entry` once the flyte-api has it: what a host that
+ * died left undelivered, posted alongside new actions rather than one at
+ * a time before them. `what` names it in the log; maybe_sent as for
+ * flyte_deliver. Copies what it needs; 0, or -1 when out of memory. */
+int flyte_worker_adopt(flyte_worker *w, const char *url, const char *body,
+                       long entry, const char *what, int maybe_sent);
+
 /* Actions the worker holds (running or being delivered). */
 int flyte_worker_actions(flyte_worker *w);
 
