@@ -122,8 +122,10 @@ describe("faults on take", function()
   local api, host
   lazy_setup(function()
     api = testing.api()
-    -- one worker: a take only happens when the spec lets it
-    host = testing.host(PACK, api, settings { FLYTE_WORKERS = 1 })
+    -- one worker holding one action at a time: a take only happens when
+    -- the spec lets it, so a fault meets the take that finds an action
+    host = testing.host(PACK, api, settings { FLYTE_WORKERS = 1,
+      FLYTE_CONCURRENCY = 1 })
     api:wait_registration()
   end)
   lazy_teardown(function()
