@@ -77,6 +77,7 @@ struct flyte_worker {
   uint64_t take_intent;  /* its intent in the journal, or 0 */
   action *sync_head, *sync_tail; /* waiting for the disk, oldest first */
   int sync_listening;    /* the outbox wakes the loop after each sync */
+  atomic_int sync_wanted; /* ... when something here waits for one */
   double take_started;
   int leading;
   flyte_timer poll_timer;
@@ -110,6 +111,9 @@ static int wait_for_disk(flyte_worker *w, action *x, uint64_t seq,
   else
     w->sync_head = x;
   w->sync_tail = x;
+  atomic_store(&w->sync_wanted, 1);
+  /* a sync may have ended between the look above and the flag */
+  if (flyte_outbox_durable(o) >= seq) flyte_loop_wake(w->loop);
   return 1;
 }
 
@@ -131,9 +135,14 @@ static void release_synced(flyte_worker *w) {
     else
       post(x);
   }
+  if (w->sync_head == NULL) atomic_store(&w->sync_wanted, 0);
 }
 
-static void on_synced(void *ud) { flyte_loop_wake(((flyte_worker *)ud)->loop); }
+/* From the outbox's syncer: wake the loop only when something waits. */
+static void on_synced(void *ud) {
+  flyte_worker *w = ud;
+  if (atomic_load(&w->sync_wanted)) flyte_loop_wake(w->loop);
+}
 
 /* ---- the host's polling ---------------------------------------------------- */
 
