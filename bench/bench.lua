@@ -309,7 +309,6 @@ local function load_run(opts)
     local first = enqueue_bulk(api, opts.command, opts.n)
     local s1, t_end = wait_done(api, opts.n, opts.timeout or 120)
     local cpu1, api_cpu1 = cpu_ms(host.pid), cpu_ms(api.process.pid)
-    local done = memory(host.pid)
     local a = api:action(first)
     assert(a.result and a.result.event == "Echoed",
       "action " .. first .. " ended with " .. flyte.json.encode(a.result or {}))
@@ -318,6 +317,10 @@ local function load_run(opts)
       floor_us = floor_json(string.format("http %s/v1/packs/%s/actions/take %d",
         api.url, PACK_ID, FLOOR_PAIRED)).libcurl_us
     end
+    -- what the host keeps once the burst is over: a worker gives freed
+    -- memory back after a second idle
+    core.sleep(1.5)
+    local done = memory(host.pid)
     -- from the first take: the host may be in a poll wait (0.5 s) when the
     -- load arrives, which is not the host's speed
     local seconds = t_end - a.times.taken
@@ -805,7 +808,7 @@ local function print_report(r)
 
   if r.throughput or r.memory_long then
     print()
-    print("MEMORY  of flyte-host, kB")
+    print("MEMORY  of flyte-host, kB (after: 1.5 s after the last result)")
     print(string.format("  %-44s %10s %10s", "", "VmRSS", "RssAnon"))
     for _, k in ipairs { { "echo_w4", 4 }, { "echo_w16", 16 } } do
       local t = r.throughput and r.throughput[k[1]]

@@ -15,7 +15,7 @@
 
 #define DEFAULT_MAX_BODY (8u << 20)
 #define MAX_HEADERS (64u << 10)
-#define POOL_MAX 16          /* idle calls kept for reuse */
+#define POOL_MAX 4 /* idle calls kept for reuse: each holds some 20 KB */
 #define KEEP_BUFFER (64u << 10) /* a bigger buffer is freed on release */
 
 typedef struct {
