@@ -440,6 +440,15 @@ int flyte_json_push(lua_State *L, json_t *j, char *err, size_t errlen) {
 int flyte_json_decode(lua_State *L, const char *text, size_t len, char *err,
                       size_t errlen) {
   json_error_t je;
+  /* A raw NUL byte is never valid JSON (inside a string it must be
+   * \u0000), and jansson stops reading at one: "123" then a NUL would
+   * decode as 123 */
+  const char *nul = memchr(text, '\0', len);
+  if (nul) {
+    snprintf(err, errlen, "invalid JSON: a NUL byte at offset %zu",
+             (size_t)(nul - text));
+    return -1;
+  }
   json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
   if (j == NULL) {
     if (strstr(je.text, "maximum parsing depth"))

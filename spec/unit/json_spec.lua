@@ -311,6 +311,13 @@ describe("flyte.json", function()
         .. "near '\"'", err)
     end)
 
+    it("refuses a raw NUL byte, even after a complete value", function()
+      assert.same({ nil, "invalid JSON: a NUL byte at offset 3" },
+        { json.decode("123\0") })
+      assert.same({ nil, "invalid JSON: a NUL byte at offset 2" },
+        { json.decode('"a\0b"') })
+    end)
+
     it("refuses an object key holding a zero byte, which parsers do not take", function()
       assert.has_error(function() json.encode { ["a\0b"] = 1 } end,
         "flyte.json.encode: cannot encode an object key with a zero byte (jansson, "
