@@ -22,8 +22,8 @@ local M = {}
 local YIELD = core.YIELD
 local arm, cancel_wait, owned = core.arm, core.cancel_wait, core.owned
 
-local REFUSED = "cannot resume this coroutine: it belongs to the host (an "
-  .. "action's or a task's), or waits on it"
+local REFUSED = "cannot resume or close this coroutine: it belongs to the "
+  .. "host (an action's or a task's), or waits on it"
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume,
   coroutine.yield
 local co_status, co_close = coroutine.status, coroutine.close
@@ -61,7 +61,10 @@ function M.resume(co, ...)
 end
 
 function M.close(co)
-  if type(co) == "thread" then cancel_wait(co) end
+  if type(co) == "thread" then
+    if owned(co) then return false, REFUSED end
+    cancel_wait(co)
+  end
   return co_close(co)
 end
 

@@ -54,6 +54,9 @@ describe("operating a pack", function()
         "flyte_api_request_duration_seconds", "flyte_events_sent_total",
         "flyte_events_failed_total", "flyte_event_queue_depth",
         "flyte_event_queue_oldest_seconds", "flyte_workers", "flyte_workers_busy",
+        "flyte_actions_held", "flyte_concurrency", "flyte_loop_lag_seconds",
+        "flyte_outbox_records_total", "flyte_outbox_syncs_total",
+        "flyte_outbox_segments", "flyte_outbox_lost_takes_total",
         "flyte_reloads_total", "flyte_registrations_total", "process_start_time_seconds",
         "flyte_build_info" } do
       assert.truthy(types[family], "no TYPE for " .. family)

@@ -1,6 +1,7 @@
 -- Pack code that misuses coroutines, tasks and the standard library, run
 -- in-process with the host's rules (the same C code as flyte-host).
 local testing = require "flyte.testing"
+local flyte = require "flyte"
 
 describe("a hostile pack", function()
   local pack = testing.load("spec/fixtures/host/hostile.lua")
@@ -8,8 +9,8 @@ describe("a hostile pack", function()
   it("cannot resume an action's waiting coroutine from another task",
     function()
       assert.same({ event = "Done", payload = { slept = true, ok = false,
-        error = "cannot resume this coroutine: it belongs to the host (an "
-          .. "action's or a task's), or waits on it" } },
+        error = "cannot resume or close this coroutine: it belongs to the "
+          .. "host (an action's or a task's), or waits on it" } },
         pack:invoke("resume_me"))
     end)
 
@@ -18,9 +19,28 @@ describe("a hostile pack", function()
       assert.equal("FATAL", pack:invoke("leave_napper").event)
       local event = pack:invoke("call_napper")
       assert.is_false(event.payload.ok)
-      assert.matches("cannot resume this coroutine: it belongs to the host",
-        event.payload.error, 1, true)
+      assert.matches("cannot resume or close this coroutine: it belongs to "
+        .. "the host", event.payload.error, 1, true)
     end)
+
+  it("cannot close a task's coroutine", function()
+    local core = require "flyte.core"
+    local ok, closed, err = core.run(0, function()
+      local kid
+      local task = flyte.spawn(function()
+        kid = coroutine.running()
+        flyte.sleep(0.05)
+        return "done"
+      end)
+      flyte.sleep(0) -- the task starts, and waits
+      local closed, err = coroutine.close(kid)
+      assert(task:wait())
+      return closed, err
+    end)
+    assert.is_true(ok)
+    assert.is_false(closed)
+    assert.matches("cannot resume or close this coroutine", err, 1, true)
+  end)
 
   it("ends tasks that wait on each other with their action", function()
     assert.same({ event = "Done", payload = {} }, pack:invoke("wait_chain"))

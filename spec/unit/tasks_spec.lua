@@ -23,6 +23,22 @@ describe("handlers in flyte.testing", function()
       pack:invoke("run", { cmd = { "echo", "hi" } }))
   end)
 
+  it("runs flyte.exec with env over the host's, a cwd, and capped output",
+    function()
+      local core = require "flyte.core"
+      local ok, res = core.run(0, function()
+        return flyte.exec { cmd = { "sh", "-c",
+          'printf "%s:%s:%s" "$FLYTE_X" "${HOME-unset}" "$(pwd)"; '
+          .. 'head -c 1100000 /dev/zero' },
+          env = { FLYTE_X = "set", HOME = false }, cwd = "/tmp" }
+      end)
+      assert.is_true(ok)
+      assert.equal(0, res.status)
+      assert.equal("set:unset:/tmp", res.stdout:sub(1, 14))
+      assert.equal(1024 * 1024, #res.stdout) -- 1 MiB kept, the rest dropped
+      assert.is_true(res.truncated)
+    end)
+
   it("says when a program cannot start", function()
     local event = pack:invoke("run", { cmd = { "/no/such/program" } })
     assert.same({ event = "Failed", payload = { error = "flyte.exec: cannot "
