@@ -11,7 +11,8 @@
 -- a table and writes build-release/bench.json with the same figures.
 --
 -- BENCH_ONLY=throughput,json runs some sections only (names: waits, throughput,
--- latency, long, startup, idle, standin, floor, json).
+-- latency, long, startup, idle, standin, floor, json); BENCH_WAITS=echo
+-- runs some of the waits cases only (names: http100, sleep100, exec100, echo).
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;"
@@ -265,9 +266,19 @@ local function waits_row(binary, case, n, settings)
     records_per_sync = round(median_of(runs, "records_per_sync"), 1) }
 end
 
+-- BENCH_WAITS=echo,http100 runs some of the cases only.
+local function wanted(list, key)
+  if not list or list == "" then return true end
+  for name in list:gmatch("[^,%s]+") do
+    if name == key then return true end
+  end
+  return false
+end
+
 local function bench_waits(report)
   report.waits = { previous_binary = PREV }
   for _, case in ipairs(WAITS) do
+    if not wanted(os.getenv("BENCH_WAITS"), case.key) then goto next end
     for _, outbox in ipairs { "on", "off" } do
       local settings = outbox == "off" and { FLYTE_OUTBOX = "off" } or {}
       report.waits[case.key .. "_outbox_" .. outbox] = {
@@ -276,6 +287,7 @@ local function bench_waits(report)
         previous = PREV and waits_row(PREV, case, case.n_prev, settings),
       }
     end
+    ::next::
   end
 end
 
@@ -724,9 +736,10 @@ local function print_report(r)
     print("       this binary beside the previous one ("
       .. (r.waits.previous_binary or "not built") .. "), same run;")
     print("       end MB: RssAnon 1.5 s after the last result")
-    print(string.format("  %-46s %6s %9s %9s %8s %8s %7s %7s | %6s %9s %8s "
-      .. "%8s", "", "actions", "actions/s", "CPU ms/1k", "idle MB", "end MB",
-      "syncs/s", "rec/sync", "prev n", "actions/s", "idle MB", "end MB"))
+    print(string.format("  %-46s %6s %9s %9s %8s %8s %7s %7s | %6s %9s %9s "
+      .. "%8s %8s", "", "actions", "actions/s", "CPU ms/1k", "idle MB",
+      "end MB", "syncs/s", "rec/sync", "prev n", "actions/s", "CPU ms/1k",
+      "idle MB", "end MB"))
     for _, case in ipairs(WAITS) do
       for _, outbox in ipairs { "on", "off" } do
         local row = r.waits[case.key .. "_outbox_" .. outbox]
@@ -734,12 +747,12 @@ local function print_report(r)
           local n, p = row.new or {}, row.previous or {}
           local function mb(kb) return kb and string.format("%.1f", kb / 1024) end
           print(string.format("  %-46s %6s %9s %9s %8s %8s %7s %7s | %6s "
-            .. "%9s %8s %8s",
+            .. "%9s %9s %8s %8s",
             row.label, fmt(n.actions), fmt(n.actions_per_s),
             fmt(n.cpu_ms_per_1k), fmt(mb(n.idle_kb)), fmt(mb(n.end_kb)),
             fmt(n.syncs_per_s), fmt(n.records_per_sync),
-            fmt(p.actions), fmt(p.actions_per_s), fmt(mb(p.idle_kb)),
-            fmt(mb(p.end_kb))))
+            fmt(p.actions), fmt(p.actions_per_s), fmt(p.cpu_ms_per_1k),
+            fmt(mb(p.idle_kb)), fmt(mb(p.end_kb))))
         end
       end
     end
@@ -751,6 +764,14 @@ local function print_report(r)
       if on and off and on.actions_per_s and off.actions_per_s then
         print(string.format("  %s, outbox on vs off: %d%% of the throughput, "
           .. "%.2f times the CPU per action", key,
+          round(on.actions_per_s * 100 / off.actions_per_s),
+          on.cpu_ms_per_1k / off.cpu_ms_per_1k))
+      end
+      on, off = r.waits[key .. "_outbox_on"], r.waits[key .. "_outbox_off"]
+      on, off = on and on.previous, off and off.previous
+      if on and off and on.actions_per_s and off.actions_per_s then
+        print(string.format("  %s, previous binary, outbox on vs off: %d%% "
+          .. "of the throughput, %.2f times the CPU per action", key,
           round(on.actions_per_s * 100 / off.actions_per_s),
           on.cpu_ms_per_1k / off.cpu_ms_per_1k))
       end

@@ -58,6 +58,11 @@
  * fdatasyncs than back to back on this machine's disk, at most half a
  * millisecond more before a step goes on. */
 #define SYNC_GAP 0.0005
+/* With a syncer and sync on, results, events and done records up to this
+ * size wait in memory, and the next write (a take intent or a taken
+ * record, or the syncer's just before its fdatasync) takes them all in
+ * one pwrite; a larger one is written at once. */
+#define BEHIND_MAX ((size_t)64 << 10)
 
 static const unsigned char MAGIC[4] = {'F', 'J', 'R', '1'};
 
@@ -395,6 +400,16 @@ typedef struct {
   int dir_dirty; /* a segment was created: fsync the directory */
   uint64_t *recovered; /* ids of the entries read at open, in order */
   size_t nrecovered;
+  /* write-behind (the syncer's journal, sync on): the records appended
+   * since the syncer last took them, in order, bound for the active
+   * segment at pend_off. Only the step a record guards waits for it, and
+   * that step waits for the fdatasync anyway: one pwrite per sync instead
+   * of one per record, and none on the workers' threads. */
+  int behind;
+  unsigned char *pend, *spare;
+  size_t npend, cpend, cspare;
+  uint64_t pend_off;
+  int write_failed; /* said once, until a write succeeds again */
 } journal;
 
 static char *path_join(const char *a, const char *b) {
@@ -607,8 +622,51 @@ static void undo_write(segment *a) {
   if (ftruncate(a->fd, keep) != 0) return; /* the reader skips it */
 }
 
+/* Says that a write of the journal failed: once, until one succeeds. */
+static void write_failed(journal *j, uint64_t num, int e) {
+  if (j->write_failed) return;
+  j->write_failed = 1;
+  char name[48];
+  segment_name(name, sizeof name, num);
+  flyte_error("outbox: cannot write to %s/%s: %s; records may be lost if "
+              "the host stops before they are delivered",
+              j->slot, name, strerror(e));
+}
+
+/* Writes what waits in memory to the active segment, under the lock:
+ * before the segment is retired, compacted into or closed, and before a
+ * record too large to wait. A failed write leaves a gap that the reader
+ * skips; the records stay owed in memory and are delivered as usual. */
+static void flush_pending(journal *j) {
+  segment *a = j->active;
+  if (j->npend == 0 || a == NULL) return;
+  if (write_at(a->fd, j->pend, j->npend, j->pend_off) != 0)
+    write_failed(j, a->num, errno);
+  else
+    j->write_failed = 0;
+  j->npend = 0;
+}
+
+/* Keeps f (sealed) in memory to be written at off; -1 when there is no
+ * room (then the caller writes it itself). */
+static int pend_frame(journal *j, const framed *f, uint64_t off) {
+  if (j->npend + f->len > j->cpend) {
+    size_t cap = j->cpend ? j->cpend : 4096;
+    while (cap < j->npend + f->len) cap *= 2;
+    unsigned char *grown = realloc(j->pend, cap);
+    if (grown == NULL) return -1;
+    j->pend = grown;
+    j->cpend = cap;
+  }
+  if (j->npend == 0) j->pend_off = off;
+  memcpy(j->pend + j->npend, f->buf, f->len);
+  j->npend += f->len;
+  return 0;
+}
+
 /* A new active segment; the old one goes to the syncer. */
 static int rotate(journal *j, char *err, size_t errlen) {
+  flush_pending(j);
   if (grow((void **)&j->retired, &j->cretired, j->nretired,
            sizeof *j->retired) != 0) {
     snprintf(err, errlen, "out of memory");
@@ -663,7 +721,14 @@ static int journal_write(journal *j, framed *f, char type, uint64_t ref,
   segment *a = j->active;
   uint64_t s = j->seq + 1;
   frame_seal(f, s);
-  if (write_at(a->fd, f->buf, f->len, a->size) != 0) {
+  int pending = j->behind && f->len <= BEHIND_MAX &&
+                pend_frame(j, f, a->size) == 0;
+  /* A take intent and a taken record are written at once, with whatever
+   * waits: they must survive the process being killed right after their
+   * step (the take request sent, the reply read), which no fdatasync
+   * guards. The others guard steps that wait for the sync. */
+  if (!pending || type == 'I' || type == 'T') flush_pending(j);
+  if (!pending && write_at(a->fd, f->buf, f->len, a->size) != 0) {
     int e = errno;
     char name[48];
     segment_name(name, sizeof name, a->num);
@@ -711,6 +776,7 @@ static void rebase(journal *j, jentry *e) {
 static void compact(journal *j) {
   segment *a = j->active;
   uint64_t old = 0;
+  flush_pending(j);
   for (segment *s = j->first; s; s = s->next)
     if (s != a && !s->doomed) old += s->size;
   if (a == NULL || old < 2 * (uint64_t)j->segment_size ||
@@ -815,6 +881,7 @@ static void delete_doomed(journal *j, pthread_mutex_t *mu, uint64_t upto) {
 /* For a journal with no syncer thread: syncs and closes the retired fds,
  * syncs the directory and the active segment. */
 static void flush_inline(journal *j) {
+  flush_pending(j);
   for (size_t i = 0; i < j->nretired; i++) {
     if (j->sync) fdatasync(j->retired[i]);
     close(j->retired[i]);
@@ -996,6 +1063,8 @@ static void journal_close(journal *j) {
   while (j->first) segment_unlink(j, j->first);
   if (j->dir_fd >= 0) close(j->dir_fd);
   free(j->retired);
+  free(j->pend);
+  free(j->spare);
   free(j->recovered);
   free(j->slot);
   free(j);
@@ -1068,6 +1137,17 @@ static void *syncer_main(void *arg) {
     }
     uint64_t target = j->seq;
     int fd = j->active ? j->active->fd : -1;
+    uint64_t num = j->active ? j->active->num : 0;
+    /* what waits in memory, to write before the sync; a fresh buffer
+     * meanwhile (the last one, kept) */
+    unsigned char *batch = j->pend;
+    size_t nbatch = j->npend, cbatch = j->cpend;
+    uint64_t batch_off = j->pend_off;
+    j->pend = j->spare;
+    j->cpend = j->cspare;
+    j->npend = 0;
+    j->spare = NULL;
+    j->cspare = 0;
     int retired[64];
     size_t nretired = j->nretired < 64 ? j->nretired : 64;
     memcpy(retired, j->retired, nretired * sizeof *retired);
@@ -1078,7 +1158,10 @@ static void *syncer_main(void *arg) {
     j->dir_dirty = 0;
     pthread_mutex_unlock(&o->mu);
 
-    int failed = 0;
+    int failed = 0, wrote = 0; /* 1: written; else an errno */
+    if (nbatch) wrote = fd < 0 ? EBADF
+                        : write_at(fd, batch, nbatch, batch_off) == 0 ? 1
+                                                                       : errno;
     for (size_t i = 0; i < nretired; i++) {
       if (o->sync && fdatasync(retired[i]) != 0) failed = errno;
       close(retired[i]);
@@ -1094,6 +1177,16 @@ static void *syncer_main(void *arg) {
     }
 
     pthread_mutex_lock(&o->mu);
+    if (wrote == 1)
+      j->write_failed = 0;
+    else if (wrote)
+      write_failed(j, num, wrote);
+    if (j->spare == NULL) { /* kept for the next batch */
+      j->spare = batch;
+      j->cspare = cbatch;
+    } else {
+      free(batch);
+    }
     if (o->sync && !more && target > o->synced) {
       o->synced = target;
       atomic_store(&o->durable, target);
@@ -1160,6 +1253,7 @@ flyte_outbox *flyte_outbox_open(const char *dir, int sync, char *err,
   }
   atomic_store(&o->durable, o->j->seq);
   o->synced = o->j->seq;
+  o->j->behind = o->sync;
   if (pthread_create(&o->syncer, NULL, syncer_main, o) != 0) {
     snprintf(err, errlen, "cannot start the outbox's syncer thread");
     goto fail;

@@ -351,6 +351,51 @@ static void test_group_commit(void) {
   free(dir);
 }
 
+/* ---- what reaches the file when ---------------------------------------------- */
+
+/* The records in the file now (what a process killed now leaves). */
+static int records_in_file(const char *dir) {
+  char path[600];
+  if (segments(dir, 0, path, sizeof path) != 1) return -1;
+  FILE *f = fopen(path, "rb");
+  static unsigned char buf[1 << 16];
+  size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+  if (f) fclose(f);
+  return (int)flyte_journal_scan(buf, n, NULL, NULL, NULL);
+}
+
+/* With sync on, a result waits in memory for the syncer (its post waits
+ * for the sync anyway), while an intent or a taken record is in the file
+ * when its append returns: a process killed right after the take request
+ * or its reply must still find them. */
+static void test_write_behind(void) {
+  char *dir = tmpdir();
+  flyte_outbox *o = open_box(dir, FLYTE_OUTBOX_SYNC_ALWAYS);
+  CHECK(o != NULL);
+  if (o == NULL) return;
+  char err[300];
+  uint64_t intent = 0, seq = 0;
+  CHECK(flyte_outbox_append_intent(o, "http://api/take", &intent, err,
+                                   sizeof err) == 0);
+  CHECK(records_in_file(dir) >= 1);
+  uint64_t t = taken(o, intent, "w1");
+  CHECK(records_in_file(dir) >= 2);
+  CHECK(flyte_outbox_append_result(o, t, URL, "echo", "w1", "{}", 2, &seq,
+                                   err, sizeof err) == 0);
+  flyte_outbox_wait(o, seq);
+  CHECK(records_in_file(dir) == 3); /* written with the sync */
+  /* a result that waits goes out with the next taken record */
+  uint64_t t2 = taken(o, 0, "w2");
+  CHECK(flyte_outbox_append_result(o, t2, URL, "echo", "w2", "{}", 2, &seq,
+                                   err, sizeof err) == 0);
+  taken(o, 0, "w3");
+  CHECK(records_in_file(dir) == 6);
+  flyte_outbox_wait(o, seq);
+  flyte_outbox_close(o);
+  rm_rf(dir);
+  free(dir);
+}
+
 /* ---- rotation and deletion ---------------------------------------------------- */
 
 static void test_rotation(void) {
@@ -866,6 +911,7 @@ int main(int argc, char **argv) {
   if (getenv("FLYTE_TEST_VERBOSE")) flyte_log_setup(FLYTE_LOG_DEBUG, 0);
   test_format();
   test_group_commit();
+  test_write_behind();
   test_rotation();
   test_crash();
   test_torn_and_corrupt();
