@@ -30,6 +30,12 @@
 #define CONNECT_BACKOFF_FIRST 0.5
 #define CONNECT_BACKOFF_CAP 30.0
 #define OBSERVE_RESTART_CAP 60.0
+/* The watchdog: a worker still in one run this long past the run's
+ * deadline is stuck where the hook cannot reach; it looks this often
+ * while actions are held (and seldom when none are). */
+#define STUCK_AFTER 1.0
+#define WATCH_BUSY 0.5
+#define WATCH_IDLE 5.0
 
 flyte_http_opts flyte_host_http_opts(flyte_host *h) {
   flyte_http_opts o = {h->cfg->jwt, h->cfg->insecure,
@@ -192,9 +198,12 @@ static char *details(flyte_host *h) {
 static char *metrics(flyte_host *h) {
   int n = atomic_load(&h->nworkers);
   flyte_metrics_gauges g = {0};
-  g.workers_total = n;
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
+    if (!flyte_worker_serving(h->workers[i])) continue;
+    g.workers_total++;
     g.workers_busy += flyte_worker_actions(h->workers[i]) > 0;
+  }
+  g.workers_stuck = atomic_load(&h->stuck_workers);
   g.in_flight = atomic_load(&h->in_flight);
   g.concurrency = h->cfg->concurrency;
   g.loop_lag_seconds = (double)atomic_exchange(&h->lag_us, 0) / 1e6;
@@ -233,6 +242,17 @@ static char *health_answer(void *ud, const char *path, int *status,
     return dump(json_pack("{s:b, s:s?}", "ready", ready, "reason", why));
   }
   if (strcmp(path, "/live") == 0) {
+    /* a thread stuck in pack code burns a CPU for good: with as many of
+     * them as workers, only a restart gives the host back */
+    int stuck = atomic_load(&h->stuck_workers);
+    if (stuck >= h->cfg->workers) {
+      char why[160];
+      snprintf(why, sizeof why, "%d worker thread%s stuck in pack code "
+               "(FLYTE_WORKERS is %d)", stuck, stuck == 1 ? "" : "s",
+               h->cfg->workers);
+      *status = 503;
+      return dump(json_pack("{s:b, s:s}", "live", 0, "reason", why));
+    }
     *status = 200;
     return dump(json_pack("{s:b}", "live", 1));
   }
@@ -410,6 +430,8 @@ static int recover_entry(void *ud, const flyte_outbox_entry *e) {
     /* an entry of this host's journal: a worker posts it alongside new
      * actions, many at once, and ends the entry itself */
     flyte_worker *w = h->workers[r->next_worker++ % n];
+    for (int k = 0; k < n && !flyte_worker_serving(w); k++)
+      w = h->workers[r->next_worker++ % n];
     if (flyte_worker_adopt(w, url, body, (long)e->id, what, maybe_sent) ==
         0) {
       free(owned);
@@ -588,7 +610,9 @@ int flyte_host_start_workers(flyte_host *h) {
 
 static int start_workers_locked(flyte_host *h) {
   if (h->workers) return 0;
-  h->workers = calloc((size_t)h->cfg->workers, sizeof *h->workers);
+  /* room for as many replacements of stuck workers as there are workers */
+  h->cap_workers = 2 * h->cfg->workers;
+  h->workers = calloc((size_t)h->cap_workers, sizeof *h->workers);
   if (h->workers == NULL) return -1;
   for (int i = 0; i < h->cfg->workers; i++) {
     if ((h->workers[i] = flyte_worker_start(h, i + 1)) == NULL) {
@@ -637,6 +661,41 @@ static int join_in_grace(flyte_host *h, pthread_t t, double extra) {
   }
 }
 
+/* The watchdog, on the main thread: a worker stuck in pack code past a
+ * deadline (where the hook cannot reach) is replaced, so that capacity
+ * comes back, and its actions end: the stuck one with a FATAL saying so,
+ * the others with theirs or their results, posted by the replacement.
+ * At most FLYTE_WORKERS replacements; past that a healthy worker posts
+ * them (and /live fails: see health_answer). */
+static void watch_workers(flyte_host *h) {
+  double now = flyte_monotime();
+  int n = atomic_load(&h->nworkers);
+  for (int i = 0; i < n; i++) {
+    flyte_worker *w = h->workers[i];
+    if (!flyte_worker_check_stuck(w, now, STUCK_AFTER)) continue;
+    flyte_worker *to = NULL;
+    int total = atomic_load(&h->nworkers);
+    if (total < h->cap_workers &&
+        (to = flyte_worker_start(h, total + 1)) != NULL) {
+      h->workers[total] = to;
+      atomic_fetch_add(&h->nworkers, 1);
+      flyte_error("worker %d is stuck in pack code past a deadline, where "
+                  "the host cannot interrupt it (C code such as a pattern "
+                  "match, or a __gc finalizer); worker %d takes its place",
+                  i + 1, total + 1);
+    } else {
+      for (int k = 0; k < total && to == NULL; k++)
+        if (!flyte_worker_is_stuck(h->workers[k])) to = h->workers[k];
+      flyte_error("worker %d is stuck in pack code past a deadline, where "
+                  "the host cannot interrupt it (C code such as a pattern "
+                  "match, or a __gc finalizer); no more replacements (%d "
+                  "threads are stuck)", i + 1,
+                  atomic_load(&h->stuck_workers));
+    }
+    flyte_worker_replace(w, to);
+  }
+}
+
 /* Stops everything; returns the number of threads left running (stuck in
  * C code of the pack past the grace period). */
 static int stop_threads(flyte_host *h) {
@@ -657,6 +716,8 @@ static int stop_threads(flyte_host *h) {
     pthread_mutex_lock(&h->mu);
     double until = h->stop_deadline + FINAL_DELIVERY + 1;
     pthread_mutex_unlock(&h->mu);
+    /* one replaced already is not waited for */
+    if (flyte_worker_is_stuck(h->workers[i])) until = 0;
     joined[i] = flyte_worker_join(h->workers[i], until);
     stuck += !joined[i];
   }
@@ -792,7 +853,13 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
         pthread_mutex_lock(&h->mu);
         continue;
       }
-      flyte_host_wait(h, 0);
+      pthread_mutex_unlock(&h->mu);
+      watch_workers(h);
+      pthread_mutex_lock(&h->mu);
+      if (h->need_register || atomic_load(&h->stopping)) continue;
+      flyte_host_wait(h, flyte_monotime() + (atomic_load(&h->in_flight)
+                                                 ? WATCH_BUSY
+                                                 : WATCH_IDLE));
     }
     pthread_mutex_unlock(&h->mu);
   }

@@ -80,6 +80,8 @@ struct flyte_host {
    * while the main thread or the reloader starts the pool */
   atomic_int nworkers;
   struct flyte_worker **workers;
+  int cap_workers;       /* room in workers: FLYTE_WORKERS, twice */
+  atomic_int stuck_workers; /* threads stuck in pack code (replaced) */
   atomic_int in_flight;  /* actions held, of FLYTE_CONCURRENCY */
   atomic_long lag_us;    /* the workers' worst loop lag since the last
                             scrape of /metrics */

@@ -276,6 +276,10 @@ char *flyte_metrics_render(flyte_metrics *m, const flyte_metrics_gauges *g) {
 
   header(out, "flyte_workers", "gauge", "Workers (Lua states) in the pool.");
   fprintf(out, "flyte_workers %d\n", g ? g->workers_total : 0);
+  header(out, "flyte_workers_stuck", "gauge",
+         "Worker threads stuck in pack code past a deadline (each was "
+         "replaced; /live fails once there are FLYTE_WORKERS of them).");
+  fprintf(out, "flyte_workers_stuck %d\n", g ? g->workers_stuck : 0);
   header(out, "flyte_workers_busy", "gauge",
          "Workers holding at least one action.");
   fprintf(out, "flyte_workers_busy %d\n", g ? g->workers_busy : 0);

@@ -27,6 +27,7 @@ void flyte_metrics_registration(flyte_metrics *m);
 /* Gauges read when rendering. */
 typedef struct {
   int workers_total, workers_busy;
+  int workers_stuck; /* replaced, still stuck in pack code */
   int in_flight, concurrency; /* actions held, and the most allowed */
   double loop_lag_seconds;    /* worst since the last scrape */
   int outbox;                 /* the outbox is on: the next four mean it */

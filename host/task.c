@@ -118,6 +118,9 @@ struct flyte_sched {
   flyte_http *http; /* pack code's client, made on first use */
   _Atomic double stop_at; /* set from any thread; 0 for none */
   int blocking_ok; /* private: code outside tasks may block on it */
+  /* the run in progress, for a watchdog on another thread */
+  _Atomic double busy_deadline;
+  _Atomic(const flyte_task *) busy_root;
 };
 
 static double now(void) {
@@ -148,6 +151,12 @@ void flyte_sched_free(flyte_sched *s) {
 }
 
 flyte_loop *flyte_sched_loop(flyte_sched *s) { return s->loop; }
+
+double flyte_sched_busy(flyte_sched *s, const flyte_task **root) {
+  double due = atomic_load(&s->busy_deadline);
+  *root = atomic_load(&s->busy_root);
+  return due;
+}
 
 void flyte_sched_stop_at(flyte_sched *s, double deadline) {
   atomic_store(&s->stop_at, deadline);
@@ -365,7 +374,12 @@ static void resume(flyte_sched *s, flyte_task *t) {
   t->state = T_RUNNING;
   s->current = t;
   flyte_state_over_limit(co, 1);
+  double stop_at = atomic_load(&s->stop_at), due = root->deadline;
+  if (stop_at > 0 && (due == 0 || stop_at < due)) due = stop_at;
+  atomic_store(&s->busy_root, root);
+  atomic_store(&s->busy_deadline, due);
   int rc = lua_resume(co, NULL, t->nargs, &nres);
+  atomic_store(&s->busy_deadline, 0);
   t->nargs = 0;
   s->current = NULL;
   if (root->killing) { /* the hook stopped it (or an error it raised) */

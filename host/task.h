@@ -35,6 +35,13 @@ flyte_loop *flyte_sched_loop(flyte_sched *s);
  * it). The end of the shutdown grace period. */
 void flyte_sched_stop_at(flyte_sched *s, double deadline);
 
+/* From any thread: the deadline (monotonic) of the task s is running
+ * now, and that task's root in *root; 0 when s runs none or it has no
+ * deadline. A thread still in the same run well past this deadline is
+ * stuck where the hook cannot reach: in C code of the pack (a pattern
+ * match) or in a finalizer. */
+double flyte_sched_busy(flyte_sched *s, const flyte_task **root);
+
 /* Waiting functions called by L's tasks use s from now on. 0, or -1 when
  * out of memory. */
 int flyte_sched_attach(flyte_sched *s, lua_State *L);

@@ -84,6 +84,12 @@ struct flyte_worker {
   flyte_timer trim_timer;
   double stop_deadline; /* the one applied to the running handlers */
   atomic_int ended;
+  /* set by the watchdog (flyte_worker_check_stuck): the thread is stuck
+   * in code the hook cannot reach; its actions were handed over, and if
+   * it ever comes back it ends */
+  atomic_int stuck;
+  atomic_int handed_over; /* the watchdog is done with its actions */
+  const flyte_task *stuck_root; /* the task it was stuck in */
   pthread_mutex_t adopt_mu; /* what other threads hand over */
   action *adopted;
 };
@@ -92,6 +98,7 @@ static void free_action(action *x);
 static void post(action *x);
 static void start_handler(flyte_worker *w, action *x);
 static void post_adopted(flyte_worker *w);
+static void retire_stuck(flyte_worker *w);
 
 /* ---- the journal's group commit ------------------------------------------ */
 
@@ -297,6 +304,11 @@ static wstate *current_state(flyte_worker *w, char *err, size_t errlen) {
 static void action_over(action *x, flyte_delivery d) {
   flyte_worker *w = x->w;
   flyte_host *h = w->h;
+  /* an action handed over (its worker was stuck) is another's to end */
+  if (atomic_load(&x->owner) == OWNER_MAIN) {
+    free_action(x);
+    return;
+  }
   if (x->entry > 0 && d != FLYTE_ABANDONED)
     flyte_outbox_done(h->outbox, x->entry);
   if (x->adopted) {
@@ -406,13 +418,15 @@ static void handler_done(flyte_task *t, void *ud) {
   flyte_worker *w = x->w;
   flyte_host *h = w->h;
   char err[512];
+  pthread_mutex_lock(&w->mu); /* the watchdog reads it */
   x->task = NULL;
+  pthread_mutex_unlock(&w->mu);
   flyte_pack_finish(&x->run, t, &x->res);
   x->st->actions--;
   if (x->res.state_broken) x->st->retired = 1;
-  flyte_metrics_in_flight(h->metrics, x->a.command, -1);
   int mine = OWNER_WORKER;
   if (!atomic_compare_exchange_strong(&x->owner, &mine, OWNER_DELIVERING)) {
+    /* handed over (the hand-over counted it out of the metrics) */
     flyte_warn("action %s (%s) finished after the host posted its FATAL; "
                "its result is dropped",
                x->a.id, x->a.command);
@@ -422,6 +436,7 @@ static void handler_done(flyte_task *t, void *ud) {
     action_over(x, FLYTE_REFUSED);
     return;
   }
+  flyte_metrics_in_flight(h->metrics, x->a.command, -1);
   if (x->res.body == NULL) {
     flyte_error("action %s: out of memory building its result", x->a.id);
     action_over(x, FLYTE_ABANDONED);
@@ -493,9 +508,12 @@ static void start_handler(flyte_worker *w, action *x) {
                                x->a.input,   x->a.input_error, h->cfg->handler_timeout,
                                h->cfg->shutdown_grace};
   x->st = current_state(w, err, sizeof err);
-  if (x->st)
-    x->task = flyte_pack_start(x->st->pack, w->sched, &x->run, handler_done,
-                               x, err, sizeof err);
+  flyte_task *task = x->st ? flyte_pack_start(x->st->pack, w->sched, &x->run,
+                                              handler_done, x, err, sizeof err)
+                           : NULL;
+  pthread_mutex_lock(&w->mu); /* the watchdog reads it */
+  x->task = task;
+  pthread_mutex_unlock(&w->mu);
   if (x->task == NULL) {
     char text[1200];
     snprintf(text, sizeof text, "command '%s' could not start: %s",
@@ -542,7 +560,8 @@ static void free_action(action *x) {
   if (x->next) x->next->prev = x->prev;
   pthread_mutex_unlock(&w->mu);
   atomic_fetch_sub(&w->nactions, 1);
-  unreserve(w->h);
+  /* handed over: the hand-over gave its place back */
+  if (atomic_load(&x->owner) != OWNER_MAIN) unreserve(w->h);
   flyte_action_free(&x->a);
   free(x->res.body);
   free(x);
@@ -675,6 +694,10 @@ static void *worker_main(void *arg) {
     post_adopted(w);
     release_synced(w);
     flyte_sched_run(w->sched);
+    if (atomic_load(&w->stuck)) { /* replaced meanwhile */
+      retire_stuck(w);
+      break;
+    }
     maybe_take(w);
     int n = atomic_load(&w->nactions);
     if (n > 0) {
@@ -801,46 +824,185 @@ int flyte_worker_join(flyte_worker *w, double deadline) {
   return 1;
 }
 
-void flyte_worker_complete_stuck(flyte_worker *w, const char *why) {
-  flyte_host *h = w->h;
-  flyte_http_opts opts = flyte_host_http_opts(h);
-  flyte_http *http = flyte_http_new(&opts);
-  for (;;) {
-    /* copy first: the worker frees an action once it is delivered */
-    char *url = NULL, *command = NULL, *id = NULL;
-    long entry = -1;
-    pthread_mutex_lock(&w->mu);
-    for (action *x = w->actions; x; x = x->next) {
-      int mine = OWNER_WORKER;
-      if (atomic_compare_exchange_strong(&x->owner, &mine, OWNER_MAIN)) {
-        url = strdup(x->a.result_url);
-        command = strdup(x->a.command);
-        id = strdup(x->a.id);
-        entry = x->entry;
-        break;
-      }
+/* What the hand-over takes from a stuck worker, copied under its lock:
+ * the worker may come back and free the action meanwhile. */
+typedef struct {
+  char *url, *command, *id, *body; /* body: its result, when it has one */
+  long entry;
+  int running; /* its handler had started */
+  int stuck_in_it;
+  double timeout;
+} claimed;
+
+/* Claims one action of w not yet delivered (its handler unfinished, or
+ * its result not yet posted): 1 with *c filled, 0 when none is left. */
+static int claim(flyte_worker *w, claimed *c) {
+  memset(c, 0, sizeof *c);
+  int found = 0;
+  pthread_mutex_lock(&w->mu);
+  for (action *x = w->actions; x && !found; x = x->next) {
+    int from = OWNER_WORKER;
+    if (!atomic_compare_exchange_strong(&x->owner, &from, OWNER_MAIN)) {
+      from = OWNER_DELIVERING;
+      if (!atomic_compare_exchange_strong(&x->owner, &from, OWNER_MAIN))
+        continue;
     }
-    pthread_mutex_unlock(&w->mu);
-    if (url == NULL) break;
-    char text[600], what[300];
-    snprintf(text, sizeof text, "command '%s': %s", command ? command : "?",
-             why);
-    char *body = flyte_api_fatal_body(text);
-    snprintf(what, sizeof what, "FATAL for unfinished action %s (%s)",
-             id ? id : "?", command ? command : "?");
-    flyte_delivery d =
-        http && body ? flyte_deliver(h, http, "result", url, body,
-                                     strlen(body), what, 0)
-                     : FLYTE_ABANDONED;
-    if (d != FLYTE_ABANDONED && entry > 0) flyte_outbox_done(h->outbox, entry);
-    if (d == FLYTE_DELIVERED)
-      flyte_warn("action %s (%s): %s; posted FATAL", id, command, why);
-    free(body);
-    free(url);
-    free(command);
-    free(id);
+    found = 1;
+    c->url = strdup(x->a.result_url);
+    c->command = strdup(x->a.command ? x->a.command : "?");
+    c->id = strdup(x->a.id ? x->a.id : "?");
+    /* a result is final once its worker began delivering it */
+    if (from == OWNER_DELIVERING && x->res.body)
+      c->body = strdup(x->res.body);
+    c->entry = x->entry;
+    c->running = from == OWNER_WORKER && x->task != NULL;
+    c->stuck_in_it = c->running && (const flyte_task *)x->task == w->stuck_root;
+    c->timeout = x->run.timeout;
+  }
+  pthread_mutex_unlock(&w->mu);
+  if (found) unreserve(w->h); /* its place in the host is free again */
+  return found;
+}
+
+static void claimed_free(claimed *c) {
+  free(c->url);
+  free(c->command);
+  free(c->id);
+  free(c->body);
+}
+
+/* Posts a claimed action's result (or a FATAL saying why it has none):
+ * through worker `to` with its retries, or from this thread when `to` is
+ * NULL. */
+static void deliver_claimed(flyte_worker *w, flyte_worker *to,
+                            flyte_http *http, claimed *c, const char *why) {
+  flyte_host *h = w->h;
+  char text[800], what[300];
+  char *body = c->body;
+  c->body = NULL;
+  if (body == NULL) {
+    if (c->stuck_in_it)
+      snprintf(text, sizeof text,
+               "command '%s' ran past its %g s timeout in code the host "
+               "cannot interrupt (C code such as a pattern match, or a "
+               "__gc finalizer); worker %d was replaced",
+               c->command, c->timeout, w->index);
+    else
+      snprintf(text, sizeof text, "command '%s': %s", c->command, why);
+    body = flyte_api_fatal_body(text);
+    if (c->running)
+      flyte_metrics_in_flight(h->metrics, c->command, -1);
+    flyte_metrics_action_done(h->metrics, c->command,
+                              c->stuck_in_it ? "timeout" : "fatal",
+                              c->stuck_in_it ? c->timeout : 0);
+    flyte_warn("action %s (%s): %s; posting FATAL", c->id, c->command,
+               c->stuck_in_it ? "stuck past its timeout in code the host "
+                                "cannot interrupt"
+                              : why);
+  }
+  snprintf(what, sizeof what, "result of action %s (%s), handed over from "
+           "worker %d", c->id, c->command, w->index);
+  if (body == NULL) {
+    flyte_error("action %s: out of memory building its FATAL", c->id);
+  } else if (to) {
+    if (flyte_worker_adopt(to, c->url, body, c->entry, what, 0) != 0)
+      flyte_error("action %s: out of memory handing it over", c->id);
+  } else {
+    flyte_delivery d = http ? flyte_deliver(h, http, "result", c->url, body,
+                                            strlen(body), what, 0)
+                            : FLYTE_ABANDONED;
+    if (d != FLYTE_ABANDONED && c->entry > 0)
+      flyte_outbox_done(h->outbox, c->entry);
+  }
+  free(body);
+}
+
+/* Hands over every action of a stuck worker, and what others handed it. */
+static void hand_over(flyte_worker *w, flyte_worker *to, const char *why) {
+  flyte_host *h = w->h;
+  flyte_http *http = NULL;
+  if (to == NULL) {
+    flyte_http_opts opts = flyte_host_http_opts(h);
+    http = flyte_http_new(&opts);
+  }
+  claimed c;
+  while (claim(w, &c)) {
+    deliver_claimed(w, to, http, &c, why);
+    claimed_free(&c);
+  }
+  pthread_mutex_lock(&w->adopt_mu);
+  action *list = w->adopted;
+  w->adopted = NULL;
+  pthread_mutex_unlock(&w->adopt_mu);
+  for (action *x = list, *next; x; x = next) {
+    next = x->next;
+    claimed a = {x->a.result_url, x->a.command, x->a.id, x->res.body,
+                 x->entry, 0, 0, 0};
+    x->res.body = NULL; /* deliver_claimed owns it */
+    deliver_claimed(w, to, http, &a, why);
+    atomic_fetch_sub(&w->nactions, 1);
+    unreserve(h);
+    flyte_action_free(&x->a);
+    free(x);
   }
   flyte_http_free(http);
+}
+
+void flyte_worker_complete_stuck(flyte_worker *w, const char *why) {
+  hand_over(w, NULL, why);
+}
+
+int flyte_worker_check_stuck(flyte_worker *w, double now, double margin) {
+  if (atomic_load(&w->stuck) || atomic_load(&w->ended)) return 0;
+  const flyte_task *root;
+  double due = flyte_sched_busy(w->sched, &root);
+  if (due <= 0 || now < due + margin) return 0;
+  /* still in the same run? (it may have moved on since the look) */
+  const flyte_task *again;
+  if (flyte_sched_busy(w->sched, &again) != due || again != root) return 0;
+  w->stuck_root = root;
+  atomic_store(&w->stuck, 1);
+  atomic_fetch_add(&w->h->stuck_workers, 1);
+  return 1;
+}
+
+int flyte_worker_serving(flyte_worker *w) { return !atomic_load(&w->stuck); }
+
+int flyte_worker_is_stuck(flyte_worker *w) {
+  return atomic_load(&w->stuck) && !atomic_load(&w->ended);
+}
+
+void flyte_worker_replace(flyte_worker *w, flyte_worker *to) {
+  flyte_host *h = w->h;
+  /* its take: the reply, if one ever comes, is dropped when the worker
+   * comes back (the journal's take intent says so at the next start);
+   * the polling it led goes to the others */
+  pthread_mutex_lock(&h->mu);
+  if (w->leading) h->leader = 0;
+  pthread_mutex_unlock(&h->mu);
+  if (w->take) unreserve(h);
+  hand_over(w, to, "its worker got stuck in another action's code and was "
+                   "replaced");
+  pthread_mutex_lock(&h->mu);
+  atomic_store(&w->handed_over, 1);
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->mu);
+  flyte_host_wake_workers(h);
+}
+
+/* A worker the watchdog replaced came back: it drops what it held (all
+ * handed over) and ends. */
+static void retire_stuck(flyte_worker *w) {
+  flyte_host *h = w->h;
+  pthread_mutex_lock(&h->mu); /* not before the hand-over is through */
+  while (!atomic_load(&w->handed_over)) flyte_host_wait(h, 0);
+  pthread_mutex_unlock(&h->mu);
+  flyte_warn("worker %d came back from the code it was stuck in; it ends",
+             w->index);
+  if (w->take) flyte_http_release(w->take);
+  w->take = NULL;
+  while (w->actions) free_action(w->actions);
+  atomic_fetch_sub(&w->h->stuck_workers, 1);
 }
 
 void flyte_worker_free(flyte_worker *w) {

@@ -42,6 +42,24 @@ int flyte_worker_join(flyte_worker *w, double deadline);
  * `why`, from the calling thread. */
 void flyte_worker_complete_stuck(flyte_worker *w, const char *why);
 
+/* The watchdog (main thread): whether w has run the same task for more
+ * than `margin` seconds past that task's deadline, stuck where the hook
+ * cannot reach (C code of the pack, a finalizer). Then w is marked stuck
+ * (once) and this returns 1: call flyte_worker_replace. */
+int flyte_worker_check_stuck(flyte_worker *w, double now, double margin);
+
+/* Not marked stuck: it takes and runs actions. */
+int flyte_worker_serving(flyte_worker *w);
+
+/* Marked stuck and not yet ended. */
+int flyte_worker_is_stuck(flyte_worker *w);
+
+/* Hands over every action of stuck worker w: a result it was delivering
+ * goes out as it is, the others as a FATAL saying why, all posted by
+ * worker `to` (or from this thread when `to` is NULL). If w ever comes
+ * back, it drops what it held and ends. */
+void flyte_worker_replace(flyte_worker *w, flyte_worker *to);
+
 void flyte_worker_free(flyte_worker *w);
 
 #endif

@@ -1,0 +1,84 @@
+-- End to end: a handler stuck where the hook cannot reach it (C code of
+-- the pack, a finalizer) still ends at its deadline, from outside: the
+-- host completes it with a FATAL, replaces the stuck worker so that
+-- capacity comes back, counts it in /metrics, and /live fails once as
+-- many threads are stuck as there are workers.
+local testing = require "flyte.testing"
+local core = require "flyte.core"
+
+local PACK = "spec/fixtures/host/stuck.lua"
+
+local function get(host, path)
+  local status, body = testing.get(host.health_url .. path:sub(2))
+  return status, body
+end
+
+local function stuck_gauge(host)
+  local status, body = get(host, "/metrics")
+  assert.equal(200, status)
+  return tonumber(body:match("\nflyte_workers_stuck (%d+)"))
+end
+
+describe("a handler stuck where the hook cannot reach", function()
+  it("ends FATAL at its deadline; the worker is replaced; /live fails "
+    .. "once every worker is stuck", function()
+    local api = testing.api()
+    local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
+    finally(function()
+      host:stop()
+      api:stop()
+    end)
+    api:wait_registration()
+    assert.equal(200, (get(host, "/live")))
+    -- an action waiting on the same worker, then the one that gets stuck
+    local napping = api:enqueue("nap", { seconds = 60 })
+    testing.wait(function()
+      local s = host.health_url and select(2, get(host, "/metrics"))
+      return s and s:match("\nflyte_actions_held 1")
+    end, 10, "the nap to be held")
+    local started = core.monotime()
+    local result = api:wait_result(api:enqueue("pattern"), 10)
+    assert.equal("FATAL", result.event)
+    assert.matches("command 'pattern' ran past its 0.5 s timeout in code the "
+      .. "host cannot interrupt", result.payload)
+    -- from outside, a little after the deadline
+    assert.is_true(core.monotime() - started < 5)
+    local other = api:wait_result(napping, 10)
+    assert.equal("FATAL", other.event)
+    assert.matches("command 'nap': its worker got stuck in another "
+      .. "action's code and was replaced", other.payload)
+    -- capacity came back
+    assert.same({ ok = true }, api:wait_result(api:enqueue("ok"), 10).payload)
+    assert.equal(1, stuck_gauge(host))
+    local status, body = get(host, "/live")
+    assert.equal(503, status)
+    assert.matches("1 worker thread stuck in pack code", body)
+    assert.matches("worker 1 is stuck in pack code past a deadline",
+      host:log())
+    -- a stop does not wait for the stuck thread
+    local t0 = core.monotime()
+    assert.equal(0, host:stop())
+    assert.is_true(core.monotime() - t0 < 10)
+  end)
+
+  it("replaces a worker stuck in a finalizer; /live holds while others "
+    .. "serve", function()
+    local api = testing.api()
+    local host = testing.host(PACK, api, { FLYTE_WORKERS = 2 })
+    finally(function()
+      host:stop()
+      api:stop()
+    end)
+    api:wait_registration()
+    local result = api:wait_result(api:enqueue("finalizer"), 10)
+    assert.equal("FATAL", result.event)
+    assert.matches("command 'finalizer' ran past its 0.5 s timeout",
+      result.payload)
+    for _ = 1, 4 do
+      assert.same({ ok = true },
+        api:wait_result(api:enqueue("ok"), 10).payload)
+    end
+    assert.equal(1, stuck_gauge(host))
+    assert.equal(200, (get(host, "/live")))
+  end)
+end)
