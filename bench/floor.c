@@ -74,7 +74,8 @@ static double with_curl(const char *url, long n) {
   flyte_http_opts opts = {NULL, 0, 10000, 0, NULL};
   flyte_http *h = flyte_http_new(&opts);
   if (h == NULL) return -1;
-  flyte_http_req req = {"POST", url, "{}", 2, NULL, 0, 1, 0};
+  flyte_http_req req = {.method = "POST", .url = url, .body = "{}",
+                        .body_len = 2, .json = 1};
   flyte_http_resp resp;
   double start = 0;
   for (long i = -1; i < n; i++) { /* the first one connects: not counted */

@@ -216,7 +216,8 @@ static int request(flyte_http *h, const char *method, const char *url,
                    const char *body, size_t len, flyte_http_resp *resp,
                    const char *endpoint, const char *what, char *err,
                    size_t errlen) {
-  flyte_http_req req = {method, url, body, len, NULL, 0, 1, 0};
+  flyte_http_req req = {.method = method, .url = url, .body = body,
+                        .body_len = len, .json = 1};
   if (check_url(url, what, err, errlen)) return -1;
   double t0 = observer ? seconds_now() : 0;
   int rc = flyte_http_request(h, &req, resp);
@@ -599,6 +600,174 @@ cleanup:
   return rc;
 }
 
+/* ---- a take reply too large to keep --------------------------------------
+ *
+ * Read as it streams: a walk that follows strings and brackets keeps the
+ * values of the top-level "command" and "links" members (a few KiB at
+ * most) and nothing else, so the action's result link is found wherever
+ * it lies in the reply, and the action can be completed with a FATAL.
+ */
+
+#define SCAN_KEY 16          /* a top-level key longer than this is none of ours */
+#define SCAN_VALUE (64 << 10) /* the most kept of "links" or "command" */
+
+struct flyte_take_scan {
+  size_t depth;
+  int in_string, escape;
+  int expect_key; /* at depth 1, after '{' or ',' */
+  int in_key, in_value;
+  char key[SCAN_KEY + 1];
+  size_t key_len;
+  char *value;   /* the member being kept, or NULL */
+  size_t *value_len;
+  int *value_count;
+  char links[SCAN_VALUE], command[1024];
+  size_t links_len, command_len;
+  int links_count, command_count, broken;
+};
+
+flyte_take_scan *flyte_take_scan_new(void) {
+  flyte_take_scan *t = calloc(1, sizeof *t);
+  return t;
+}
+
+void flyte_take_scan_free(flyte_take_scan *t) { free(t); }
+
+static void scan_keep(flyte_take_scan *t, char c) {
+  size_t cap = t->value == t->links ? sizeof t->links : sizeof t->command;
+  if (*t->value_len < cap - 1)
+    t->value[(*t->value_len)++] = c;
+  else
+    t->broken = 1; /* too long to be a link list: then none is followed */
+}
+
+/* The value of a top-level member ends (at ',' or the closing '}'). */
+static void scan_value_end(flyte_take_scan *t) {
+  if (t->value) t->value[*t->value_len] = '\0';
+  t->value = NULL;
+  t->in_value = 0;
+}
+
+void flyte_take_scan_feed(void *ud, const char *p, size_t n) {
+  flyte_take_scan *t = ud;
+  for (size_t i = 0; i < n; i++) {
+    char c = p[i];
+    if (t->in_string) {
+      if (t->in_key && !t->escape && c != '"') {
+        if (t->key_len < SCAN_KEY)
+          t->key[t->key_len++] = c;
+        else
+          t->key_len = SCAN_KEY + 1; /* none of ours */
+      }
+      if (t->value) scan_keep(t, c);
+      if (t->escape)
+        t->escape = 0;
+      else if (c == '\\')
+        t->escape = 1, t->key_len = t->in_key ? SCAN_KEY + 1 : t->key_len;
+      else if (c == '"') {
+        t->in_string = 0;
+        t->in_key = 0;
+      }
+      continue;
+    }
+    if (c == '"') {
+      t->in_string = 1;
+      if (t->depth == 1 && t->expect_key) {
+        t->in_key = 1;
+        t->expect_key = 0;
+        t->key_len = 0;
+      } else if (t->value) {
+        scan_keep(t, c);
+      }
+      continue;
+    }
+    if (t->depth == 1 && !t->in_value && c == ':') {
+      t->in_value = 1;
+      t->key[t->key_len <= SCAN_KEY ? t->key_len : 0] = '\0';
+      if (strcmp(t->key, "links") == 0 && t->links_count++ == 0) {
+        t->value = t->links;
+        t->value_len = &t->links_len;
+      } else if (strcmp(t->key, "command") == 0 && t->command_count++ == 0) {
+        t->value = t->command;
+        t->value_len = &t->command_len;
+      }
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      if (t->depth++ == 0 && c == '{') t->expect_key = 1;
+      if (t->value) scan_keep(t, c);
+      continue;
+    }
+    if (c == '}' || c == ']') {
+      if (t->depth == 0) {
+        t->broken = 1;
+        continue;
+      }
+      if (--t->depth == 0) {
+        scan_value_end(t);
+        continue;
+      }
+      if (t->value) scan_keep(t, c);
+      continue;
+    }
+    if (t->depth == 1 && c == ',') {
+      scan_value_end(t);
+      t->expect_key = 1;
+      continue;
+    }
+    if (t->value) scan_keep(t, c);
+  }
+}
+
+flyte_take_result flyte_take_scan_finish(flyte_take_scan *t, long status,
+                                         size_t size, size_t limit,
+                                         flyte_action *out, char *err,
+                                         size_t errlen) {
+  memset(out, 0, sizeof *out);
+  if (status != 200) {
+    snprintf(err, errlen, "take: HTTP %ld with a body of %zu bytes", status,
+             size);
+    return status == 404 ? FLYTE_TAKE_UNKNOWN_PACK
+           : status == 401 || status == 403 ? FLYTE_TAKE_DENIED
+                                            : FLYTE_TAKE_ERROR;
+  }
+  if (t->broken || t->depth != 0 || t->in_string || t->links_count != 1) {
+    snprintf(err, errlen,
+             "take: a reply of %zu bytes, over the host's limit of %zu "
+             "bytes, has no readable top-level links" STRANDED, size, limit);
+    return FLYTE_TAKE_ERROR;
+  }
+  /* the envelope alone, read as any reply is */
+  size_t cap = t->links_len + t->command_len + 64;
+  char *env = malloc(cap);
+  if (env == NULL) {
+    snprintf(err, errlen, "take: out of memory" STRANDED);
+    return FLYTE_TAKE_ERROR;
+  }
+  int len = snprintf(env, cap, "{\"links\":%s%s%s}", t->links,
+                     t->command_count == 1 ? ",\"command\":" : "",
+                     t->command_count == 1 ? t->command : "");
+  flyte_take_result rc =
+      flyte_api_parse_take(200, env, (size_t)len, out, err, errlen);
+  free(env);
+  if (rc != FLYTE_TAKE_ACTION) return rc;
+  json_decref(out->input);
+  out->input = NULL;
+  free(out->input_error);
+  char why[200];
+  snprintf(why, sizeof why,
+           "the take reply is %zu bytes, over the host's limit of %zu bytes "
+           "on a reply; the input was not read",
+           size, limit);
+  out->input_error = strdup(why);
+  if (out->input_error == NULL) {
+    flyte_action_free(out);
+    snprintf(err, errlen, "take: out of memory" STRANDED);
+    return FLYTE_TAKE_ERROR;
+  }
+  return FLYTE_TAKE_ACTION;
+}
+
 flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
                                  flyte_action *out, char *err, size_t errlen) {
   flyte_http_resp r;
@@ -635,7 +804,8 @@ int flyte_api_health(flyte_http *h, const char *health_url, char *status,
     return 0;
   }
   if (check_url(health_url, "health", status, n)) return 0;
-  flyte_http_req req = {"GET", health_url, NULL, 0, NULL, 5000, 1, 0};
+  flyte_http_req req = {.method = "GET", .url = health_url,
+                        .timeout_ms = 5000, .json = 1};
   double t0 = observer ? seconds_now() : 0;
   int rc = flyte_http_request(h, &req, &r);
   if (observer)

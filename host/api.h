@@ -83,6 +83,20 @@ int flyte_api_parse_registration(const char *body, size_t len,
                                  flyte_api_pack *out, char *err,
                                  size_t errlen);
 
+/* A take reply over the HTTP client's cap on a body is read as it streams
+ * (flyte_http_req.overflow = flyte_take_scan_feed): only its top-level
+ * "command" and "links" are kept. finish: the action, completed with a
+ * FATAL naming `size` and `limit` (out->input_error says so), or
+ * FLYTE_TAKE_ERROR when its result link cannot be found. */
+typedef struct flyte_take_scan flyte_take_scan;
+flyte_take_scan *flyte_take_scan_new(void);
+void flyte_take_scan_free(flyte_take_scan *t);
+void flyte_take_scan_feed(void *t, const char *p, size_t n);
+flyte_take_result flyte_take_scan_finish(flyte_take_scan *t, long status,
+                                         size_t size, size_t limit,
+                                         flyte_action *out, char *err,
+                                         size_t errlen);
+
 flyte_take_result flyte_api_take(flyte_http *h, const char *take_url,
                                  flyte_action *out, char *err, size_t errlen);
 void flyte_action_free(flyte_action *a);

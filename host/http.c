@@ -23,6 +23,11 @@ typedef struct {
   size_t len, cap, max;
   int overflow;
   int collect; /* headers: keep them for this request */
+  /* a body's: where it goes once over the cap, and how much went */
+  flyte_http_sink sink;
+  void *sink_ud;
+  int sinking;
+  size_t sunk;
 } buffer;
 
 struct flyte_http_call {
@@ -65,14 +70,14 @@ void flyte_http_global_cleanup(void) { curl_global_cleanup(); }
 /* Appends to a capped buffer; returns 0, or -1 when over the cap or out of
  * memory (the buffer keeps what it had). */
 static int buffer_add(buffer *b, const char *p, size_t n) {
-  if (b->len + n + 1 > b->max) {
+  if (n > b->max - b->len) {
     b->overflow = 1;
     return -1;
   }
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + n + 1) cap *= 2;
-    if (cap > b->max) cap = b->max;
+    if (cap > b->max + 1) cap = b->max + 1;
     char *data = realloc(b->data, cap);
     if (data == NULL) return -1;
     b->data = data;
@@ -97,7 +102,18 @@ static void buffer_reset(buffer *b) {
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   buffer *b = ud;
-  return buffer_add(b, p, size * n) == 0 ? size * n : 0;
+  n *= size;
+  if (!b->sinking && buffer_add(b, p, n) == 0) return n;
+  if (b->sink == NULL) return 0;
+  if (!b->sinking) { /* over the cap: what was kept goes first */
+    b->sinking = 1;
+    b->sink(b->sink_ud, b->data ? b->data : "", b->len);
+    b->sunk = b->len;
+    buffer_reset(b);
+  }
+  b->sink(b->sink_ud, p, n);
+  b->sunk += n;
+  return n;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
@@ -203,6 +219,8 @@ void flyte_http_free(flyte_http *h) {
 
 long flyte_http_connects(const flyte_http *h) { return h->connects; }
 
+size_t flyte_http_max_body(const flyte_http *h) { return h->max_body; }
+
 static void on_done(flyte_transfer *t, CURLcode result);
 
 /* A call from the pool, or a new one set up with what every request of
@@ -264,6 +282,10 @@ void flyte_http_release(flyte_http_call *c) {
   free(c->post);
   c->post = NULL;
   buffer_reset(&c->body);
+  c->body.sink = NULL;
+  c->body.sink_ud = NULL;
+  c->body.sinking = 0;
+  c->body.sunk = 0;
   buffer_reset(&c->headers);
   if (h->last == c) h->last = NULL;
   if (h->npool >= POOL_MAX) {
@@ -282,6 +304,10 @@ static int setup(flyte_http_call *c, const flyte_http_req *req) {
   CURL *e = c->curl;
   CURLcode cc;
   c->headers.collect = req->want_headers;
+  c->body.sink = req->overflow;
+  c->body.sink_ud = req->overflow_ud;
+  c->body.sinking = 0;
+  c->body.sunk = 0;
   int get = strcmp(req->method, "GET") == 0;
   int head = strcmp(req->method, "HEAD") == 0;
   int post = strcmp(req->method, "POST") == 0;
@@ -388,7 +414,7 @@ int flyte_http_result(flyte_http_call *c, flyte_http_resp *resp) {
   if (c->result != CURLE_OK) {
     if (c->body.overflow)
       snprintf(resp->error, sizeof resp->error,
-               "response body larger than %zu bytes", c->body.max - 1);
+               "response body larger than %zu bytes", c->body.max);
     else if (c->result == CURLE_ABORTED_BY_CALLBACK)
       snprintf(resp->error, sizeof resp->error, "request cancelled");
     else
@@ -399,6 +425,7 @@ int flyte_http_result(flyte_http_call *c, flyte_http_resp *resp) {
   curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &resp->status);
   resp->body = c->body.data ? c->body.data : "";
   resp->body_len = c->body.len;
+  resp->overflowed = c->body.sinking ? c->body.sunk : 0;
   resp->headers = c->headers.data ? c->headers.data : "";
   resp->headers_len = c->headers.len;
   return 0;

@@ -24,6 +24,9 @@ typedef struct {
   const atomic_int *cancel; /* when non-zero, requests stop; may be NULL */
 } flyte_http_opts;
 
+/* Where the bytes of a body go once it outgrows the cap (see below). */
+typedef void (*flyte_http_sink)(void *ud, const char *p, size_t n);
+
 typedef struct {
   const char *method; /* "GET", "POST", ... */
   const char *url;
@@ -33,12 +36,20 @@ typedef struct {
   long timeout_ms;            /* 0: the client's default */
   int json;                   /* send Accept (and Content-Type) JSON headers */
   int want_headers;           /* collect response headers */
+  /* A body over the cap is an error unless `overflow` is set: then the
+   * whole body, from its first byte, goes to overflow(overflow_ud, ...) as
+   * it arrives (none of it is kept), and the response is read to its end
+   * with resp->body empty and resp->overflowed its size. */
+  flyte_http_sink overflow;
+  void *overflow_ud;
 } flyte_http_req;
 
 typedef struct {
   long status;        /* HTTP status; 0 when no response was read */
   const char *body;   /* NUL-terminated; borrowed until the next request */
   size_t body_len;
+  size_t overflowed;  /* with req->overflow: the body's size when it
+                       * outgrew the cap (and went there), else 0 */
   const char *headers; /* raw header block when asked for; borrowed */
   size_t headers_len;
   char error[256];    /* what went wrong when the request failed */
@@ -74,6 +85,9 @@ flyte_http_call *flyte_http_start(flyte_http *h, flyte_loop *loop,
 int flyte_http_result(flyte_http_call *call, flyte_http_resp *resp);
 /* Releases a finished call, or cancels a running one (done will not run). */
 void flyte_http_release(flyte_http_call *call);
+
+/* The cap on a response body (flyte_http_opts.max_body, or its default). */
+size_t flyte_http_max_body(const flyte_http *h);
 
 /* Number of new connections this client opened (for tests and figures). */
 long flyte_http_connects(const flyte_http *h);

@@ -982,6 +982,7 @@ static void api_dispatch(flyte_standin *s, request *rq, const char *url,
 /* --- /dev/ handlers ---------------------------------------------------- */
 
 static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
+  char *padded = NULL;
   json_t *body = json_loadb(rq->body, rq->len, JSON_DECODE_ANY, NULL);
   json_t *cmd = json_object_get(body, "command");
   json_t *pack = json_object_get(body, "pack");
@@ -1006,6 +1007,26 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
     fail(out, 400, "input_text must be a string, without input");
     goto cleanup;
   }
+  /* input_pad: an input of that many bytes ({"pad": "xx..."}), sent as
+   * text: for replies larger than a host keeps */
+  json_t *pad = json_object_get(body, "input_pad");
+  if (is_set(pad)) {
+    if (!json_is_integer(pad) || json_integer_value(pad) < 0 ||
+        json_integer_value(pad) > (256 << 20) || is_set(text) ||
+        is_set(json_object_get(body, "input"))) {
+      fail(out, 400, "input_pad must be a whole number of bytes up to "
+                     "256 MiB, without input or input_text");
+      goto cleanup;
+    }
+    size_t n = (size_t)json_integer_value(pad);
+    if ((padded = malloc(n + 12)) == NULL) {
+      fail(out, 500, "out of memory");
+      goto cleanup;
+    }
+    memcpy(padded, "{\"pad\":\"", 8);
+    memset(padded + 8, 'x', n);
+    memcpy(padded + 8 + n, "\"}", 3);
+  }
   json_t *count = json_object_get(body, "count");
   if (is_set(count) &&
       (!json_is_integer(count) || json_integer_value(count) < 1 ||
@@ -1021,8 +1042,9 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
     a = enqueue_locked(s, json_string_value(pack), json_string_value(cmd),
                        json_object_get(body, "input"), &status, &msg);
     if (a == NULL) break;
-    if (is_set(text) &&
-        (a->input_text = strdup(json_string_value(text))) == NULL) {
+    if ((is_set(text) || padded) &&
+        (a->input_text = strdup(padded ? padded
+                                       : json_string_value(text))) == NULL) {
       a = NULL;
       msg = "out of memory";
       break;
@@ -1046,6 +1068,7 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
     out->note_body = json_incref(body);
   }
 cleanup:
+  free(padded);
   json_decref(body);
 }
 

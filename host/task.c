@@ -858,7 +858,9 @@ static int core_http_request(lua_State *L) {
   /* never 0 ms, which would mean the client's default */
   long timeout_ms = timeout > 0 ? (long)(timeout * 1000) : 0;
   if (timeout > 0 && timeout_ms < 1) timeout_ms = 1;
-  flyte_http_req req = {method, url, body, body_len, lines, timeout_ms, 0, 1};
+  flyte_http_req req = {.method = method, .url = url, .body = body,
+                        .body_len = body_len, .headers = lines,
+                        .timeout_ms = timeout_ms, .want_headers = 1};
   http_op *op = calloc(1, sizeof *op);
   if (op == NULL) return luaL_error(L, "not enough memory");
   size_t n = strlen(method) + strlen(url) + 2;

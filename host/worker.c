@@ -74,6 +74,7 @@ struct flyte_worker {
   action *actions;
   atomic_int nactions;
   flyte_http_call *take; /* the take in flight, or NULL */
+  flyte_take_scan *take_scan; /* its reply, when too large to keep */
   uint64_t take_intent;  /* its intent in the journal, or 0 */
   action *sync_head, *sync_tail; /* waiting for the disk, oldest first */
   int sync_listening;    /* the outbox wakes the loop after each sync */
@@ -392,8 +393,9 @@ static void posted(flyte_http_call *call, void *ud) {
 
 static void post(action *x) {
   char err[256];
-  flyte_http_req req = {"POST", x->a.result_url, x->res.body,
-                        strlen(x->res.body), NULL, 0, 1, 0};
+  flyte_http_req req = {.method = "POST", .url = x->a.result_url,
+                        .body = x->res.body, .body_len = strlen(x->res.body),
+                        .json = 1};
   x->posted_at = flyte_monotime();
   if (flyte_api_url_allowed(x->a.result_url, err, sizeof err) != 0) {
     flyte_error("%s: post: %s", x->what, err);
@@ -581,8 +583,18 @@ static void taken(flyte_http_call *call, void *ud) {
   if (flyte_http_result(call, &r) == 0) {
     flyte_metrics_api(h->metrics, "take", r.status,
                       flyte_monotime() - w->take_started);
-    res = flyte_api_parse_take(r.status, r.body, r.body_len, &a, err,
-                               sizeof err);
+    res = r.overflowed && w->take_scan
+              ? flyte_take_scan_finish(w->take_scan, r.status, r.overflowed,
+                                       flyte_http_max_body(w->http), &a, err,
+                                       sizeof err)
+              : flyte_api_parse_take(r.status, r.body, r.body_len, &a, err,
+                                     sizeof err);
+    if (r.overflowed)
+      flyte_warn("take: a reply of %zu bytes, over the host's limit of %zu "
+                 "bytes: %s",
+                 r.overflowed, flyte_http_max_body(w->http),
+                 res == FLYTE_TAKE_ACTION ? "its action ends FATAL"
+                                          : "no action could be read");
   } else {
     flyte_metrics_api(h->metrics, "take", 0,
                       flyte_monotime() - w->take_started);
@@ -590,6 +602,8 @@ static void taken(flyte_http_call *call, void *ud) {
     res = FLYTE_TAKE_ERROR;
   }
   flyte_http_release(call);
+  flyte_take_scan_free(w->take_scan);
+  w->take_scan = NULL;
   int leading = w->leading;
   w->leading = 0;
   uint64_t intent = w->take_intent;
@@ -604,6 +618,16 @@ static void taken(flyte_http_call *call, void *ud) {
 }
 
 static void poll_due(void *ud) { (void)ud; /* the loop looks again */ }
+
+/* A take reply over the client's cap streams through here: only its
+ * top-level command and links are kept, so that the action it hands out
+ * can still be completed (with a FATAL naming the size). */
+static void take_overflow(void *ud, const char *p, size_t n) {
+  flyte_worker *w = ud;
+  if (w->take_scan == NULL && (w->take_scan = flyte_take_scan_new()) == NULL)
+    return; /* out of memory: the take ends as an error */
+  flyte_take_scan_feed(w->take_scan, p, n);
+}
 
 /* Takes an action when this worker should: nothing ready to run on it,
  * room in the host, and the host's polling says so. */
@@ -623,7 +647,8 @@ static void maybe_take(flyte_worker *w) {
     return;
   }
   char err[256];
-  flyte_http_req req = {"POST", url, NULL, 0, NULL, 0, 1, 0};
+  flyte_http_req req = {.method = "POST", .url = url, .json = 1,
+                        .overflow = take_overflow, .overflow_ud = w};
   w->take_started = flyte_monotime();
   char why[200] = "";
   if (flyte_api_url_allowed(url, why, sizeof why) == 0) {
@@ -1015,6 +1040,7 @@ void flyte_worker_free(flyte_worker *w) {
   }
   while (w->actions) free_action(w->actions);
   if (w->take) flyte_http_release(w->take);
+  flyte_take_scan_free(w->take_scan);
   if (w->loop) flyte_timer_stop(w->loop, &w->poll_timer);
   if (w->loop) flyte_timer_stop(w->loop, &w->trim_timer);
   for (wstate *st = w->states, *next; st; st = next) {

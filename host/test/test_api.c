@@ -191,6 +191,46 @@ static void test_take_hostile_input(void) {
     flyte_action_free(&a);
   }
 
+  /* the same replies read as they stream, as one too large to keep is:
+   * in chunks of every size, the link is still the reply's own */
+  for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+    size_t len = strlen(bodies[i]);
+    for (size_t chunk = 1; chunk <= len; chunk = chunk < 8 ? chunk + 1
+                                                            : chunk * 3) {
+      flyte_take_scan *t = flyte_take_scan_new();
+      for (size_t off = 0; off < len; off += chunk)
+        flyte_take_scan_feed(t, bodies[i] + off,
+                             len - off < chunk ? len - off : chunk);
+      flyte_take_result rc = flyte_take_scan_finish(t, 200, len, 100, &a, err,
+                                                    sizeof err);
+      CHECK(rc == FLYTE_TAKE_ACTION);
+      if (rc != FLYTE_TAKE_ACTION) {
+        fprintf(stderr, "body %zu, chunks of %zu: %s\n", i, chunk, err);
+      } else {
+        CHECK_STR(a.result_url, REAL_URL);
+        CHECK_STR(a.command, "go");
+        CHECK(a.input == NULL && a.input_error &&
+              strstr(a.input_error, "over the host's limit of 100 bytes"));
+      }
+      flyte_action_free(&a);
+      flyte_take_scan_free(t);
+    }
+  }
+  /* no top-level links (only one inside the input), or two: no action */
+  static const char *const linkless[] = {
+      "{\"command\":\"go\",\"input\":{\"links\":" REAL_LINKS "}}",
+      "{\"links\":" REAL_LINKS ",\"links\":" REAL_LINKS "}",
+      "{\"links\":" REAL_LINKS, /* cut short */
+  };
+  for (size_t i = 0; i < sizeof linkless / sizeof *linkless; i++) {
+    flyte_take_scan *t = flyte_take_scan_new();
+    flyte_take_scan_feed(t, linkless[i], strlen(linkless[i]));
+    CHECK(flyte_take_scan_finish(t, 200, 999, 100, &a, err, sizeof err) ==
+          FLYTE_TAKE_ERROR);
+    CHECK(strstr(err, "999 bytes, over the host's limit of 100 bytes") != NULL);
+    flyte_take_scan_free(t);
+  }
+
   /* a good input that holds links: it is the handler's, nothing more */
   CHECK(take("{\"command\":\"go\",\"input\":{\"links\":[{\"href\":\"" EVIL_URL
              "\",\"rel\":\"actionResult\"}]},\"links\":" REAL_LINKS "}",
@@ -356,7 +396,7 @@ static long connections(flyte_http *plain, int port) {
   char url[128];
   flyte_http_resp r;
   snprintf(url, sizeof url, "http://127.0.0.1:%d/dev/state", port);
-  flyte_http_req req = {"GET", url, NULL, 0, NULL, 0, 1, 0};
+  flyte_http_req req = {.method = "GET", .url = url, .json = 1};
   if (flyte_http_request(plain, &req, &r) != 0 || r.status != 200) return -1;
   json_t *j = json_loads(r.body, 0, NULL);
   long n = (long)json_integer_value(json_object_get(j, "connections"));

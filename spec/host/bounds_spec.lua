@@ -69,3 +69,32 @@ describe("a host with more than 1024 files open", function()
     assert.same({ held = 1100 }, api:wait_result(api:enqueue("count", {})).payload)
   end)
 end)
+
+describe("a take reply larger than the host keeps (8 MiB)", function()
+  it("still ends its action, with a FATAL naming the size", function()
+    local api = testing.api()
+    local host = testing.host("spec/fixtures/host/cases.lua", api,
+      { FLYTE_WORKERS = 1 })
+    finally(function()
+      host:stop()
+      api:stop()
+    end)
+    api:wait_registration()
+    -- a 20 MB input: the stand-in sends it before the links
+    local res = assert(flyte.http.request { method = "POST",
+      url = api.url .. "/dev/actions",
+      body = { command = "echo", input_pad = 20000000 } })
+    assert.equal(201, res.status, res.body)
+    local id = flyte.json.decode(res.body).id
+    local result = api:wait_result(id, 30)
+    assert.equal("FATAL", result.event)
+    assert.matches("command 'echo': the action's input cannot be decoded: "
+      .. "the take reply is 2000%d+ bytes, over the host's limit of "
+      .. "8388608 bytes on a reply; the input was not read", result.payload)
+    assert.matches("take: a reply of 2000%d+ bytes, over the host's limit "
+      .. "of 8388608 bytes: its action ends FATAL", host:log())
+    -- and the host goes on
+    assert.same({ n = 1 }, api:wait_result(api:enqueue("echo", { n = 1 }))
+      .payload)
+  end)
+end)
