@@ -45,6 +45,11 @@ typedef enum {
 /* flyte_api_discover and flyte_api_register return this for 401/403. */
 #define FLYTE_API_DENIED (-2)
 
+/* The most bytes of JSON the host posts as one result or event: as much
+ * as it reads in one take reply (the flyte-api keeps events in MongoDB
+ * documents, which hold at most 16 MB). */
+#define FLYTE_MAX_EVENT_BYTES ((size_t)8 << 20)
+
 /* The href of the first link whose rel ends with `suffix`, or NULL.
  * Borrowed from `links`. */
 const char *flyte_api_find_link(const json_t *links, const char *suffix);

@@ -347,6 +347,7 @@ int flyte_config_load(flyte_config *c, int argc, char **argv, char *err,
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   c->workers = cpus > 0 ? (cpus > 1024 ? 1024 : (int)cpus) : 1;
   c->concurrency = 256;
+  c->memory_limit = (size_t)256 << 20; /* per Lua state */
   c->health_port = 8090;
   c->reload = 1;
   c->log_level = FLYTE_LOG_INFO;

@@ -193,6 +193,12 @@ int flyte_events_start(flyte_host *h, size_t capacity) {
 
 int flyte_events_push(flyte_host *h, const char *json, size_t len, char *err,
                       size_t errlen) {
+  if (len > FLYTE_MAX_EVENT_BYTES) {
+    snprintf(err, errlen, "the event's JSON is %zu bytes, over the host's "
+             "limit of %zu bytes on an event", len,
+             (size_t)FLYTE_MAX_EVENT_BYTES);
+    return -1;
+  }
   event *e = malloc(sizeof *e + len + 1);
   if (e == NULL) {
     snprintf(err, errlen, "out of memory");

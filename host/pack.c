@@ -252,7 +252,17 @@ static void result_of(lua_State *L, const flyte_pack_action *a,
   const char *command = a->command;
   char text[1200];
   switch (st) {
-  case FLYTE_CALL_OK:
+  case FLYTE_CALL_OK: {
+    size_t len = 0;
+    lua_tolstring(L, -3, &len);
+    if (len > FLYTE_MAX_EVENT_BYTES) {
+      snprintf(text, sizeof text,
+               "command '%s' returned event '%s' whose JSON is %zu bytes, "
+               "over the host's limit of %zu bytes on a result",
+               command, lua_tostring(L, -2) ? lua_tostring(L, -2) : "?", len,
+               (size_t)FLYTE_MAX_EVENT_BYTES);
+      break;
+    }
     out->body = dup_top_string(L, -3);
     snprintf(out->event, sizeof out->event, "%s",
              lua_tostring(L, -2) ? lua_tostring(L, -2) : "?");
@@ -262,6 +272,7 @@ static void result_of(lua_State *L, const flyte_pack_action *a,
     snprintf(text, sizeof text, "command '%s': the host ran out of memory",
              command);
     break;
+  }
   case FLYTE_CALL_TIMEOUT:
     snprintf(text, sizeof text, "command '%s' timed out after %g s", command,
              a->timeout);
@@ -272,10 +283,19 @@ static void result_of(lua_State *L, const flyte_pack_action *a,
              "(it ran past the %g s shutdown grace period)",
              command, a->grace);
     break;
-  case FLYTE_CALL_MEMORY:
-    snprintf(text, sizeof text, "command '%s' ran out of memory", command);
+  case FLYTE_CALL_MEMORY: {
+    size_t limit = flyte_state_limit(L);
+    if (limit)
+      snprintf(text, sizeof text,
+               "command '%s' ran out of memory (a Lua state may use %zu MiB: "
+               "FLYTE_MEMORY_LIMIT)", command, limit >> 20);
+    else
+      snprintf(text, sizeof text,
+               "command '%s' ran out of memory (the system refused more)",
+               command);
     out->state_broken = 1;
     break;
+  }
   default:
     snprintf(text, sizeof text, "command '%s' failed in the host: %s",
              command, err);

@@ -9,6 +9,8 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +102,32 @@ int flyte_state_over_limit(lua_State *L, int reset) {
   return over;
 }
 
+/* Mapped, never touched: it costs no resident memory, but counts against
+ * the address space (RLIMIT_AS) and the commit limit (strict overcommit),
+ * which is what a refused malloc runs into. */
+#define RESERVE_BYTES ((size_t)4 << 20)
+static _Atomic(void *) reserve;
+
+void flyte_memory_reserve(void) {
+  if (atomic_load(&reserve) != NULL) return;
+  void *block = mmap(NULL, RESERVE_BYTES, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (block == MAP_FAILED) return;
+  void *none = NULL;
+  if (!atomic_compare_exchange_strong(&reserve, &none, block))
+    munmap(block, RESERVE_BYTES);
+}
+
+static void reserve_release(void) {
+  void *block = atomic_exchange(&reserve, NULL);
+  if (block) munmap(block, RESERVE_BYTES);
+}
+
+size_t flyte_state_limit(lua_State *L) {
+  state_data *d = data_of(L);
+  return d ? d->limit : 0;
+}
+
 static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   state_data *d = ud;
   size_t old = ptr ? osize : 0;
@@ -113,7 +141,13 @@ static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   void *p = realloc(ptr, nsize);
-  if (p) d->used = d->used - old + nsize;
+  if (p) {
+    d->used = d->used - old + nsize;
+  } else {
+    /* the system is out of memory: Lua raises, and the host needs room
+     * for the FATAL and the log line */
+    reserve_release();
+  }
   return p;
 }
 

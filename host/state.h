@@ -69,6 +69,15 @@ double flyte_state_time_left(lua_State *L);
  * last reset; with reset, clears it. */
 int flyte_state_over_limit(lua_State *L, int reset);
 
+/* The state's memory limit in bytes (FLYTE_MEMORY_LIMIT), 0 for none. */
+size_t flyte_state_limit(lua_State *L);
+
+/* The reserve: a block held so that, when the system refuses a Lua state
+ * memory, the host still has room to build the action's FATAL and its log
+ * line (the allocator lets the block go at the first refusal). Arms it
+ * (again) when it is not held; any thread. */
+void flyte_memory_reserve(void);
+
 /* Where the flyte Lua modules are found (see state.c). */
 const char *flyte_lua_dir(void);
 

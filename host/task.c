@@ -152,6 +152,11 @@ void flyte_sched_free(flyte_sched *s) {
 
 flyte_loop *flyte_sched_loop(flyte_sched *s) { return s->loop; }
 
+void flyte_sched_guard(flyte_sched *s, double seconds) {
+  atomic_store(&s->busy_root, NULL);
+  atomic_store(&s->busy_deadline, seconds > 0 ? now() + seconds : 0);
+}
+
 double flyte_sched_busy(flyte_sched *s, const flyte_task **root) {
   double due = atomic_load(&s->busy_deadline);
   *root = atomic_load(&s->busy_root);

@@ -42,6 +42,12 @@ void flyte_sched_stop_at(flyte_sched *s, double deadline);
  * match) or in a finalizer. */
 double flyte_sched_busy(flyte_sched *s, const flyte_task **root);
 
+/* Work of the host's own in a Lua state that may run pack code it cannot
+ * interrupt (a full collection runs __gc finalizers; so does closing a
+ * state): for `seconds` from now the watchdog sees the thread busy, with
+ * no task. 0 ends it. Not inside a task's run. */
+void flyte_sched_guard(flyte_sched *s, double seconds);
+
 /* Waiting functions called by L's tasks use s from now on. 0, or -1 when
  * out of memory. */
 int flyte_sched_attach(flyte_sched *s, lua_State *L);

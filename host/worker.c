@@ -25,6 +25,10 @@
 #define DENIED_BACKOFF_CAP 60.0
 #define FINAL_DELIVERY 5.0 /* seconds to post results after the grace */
 #define TRIM_AFTER 1.0     /* seconds idle before memory goes back */
+/* seconds a full collection or a state's close may take (they run the
+ * pack's __gc finalizers, which Lua cannot interrupt) before the
+ * watchdog takes the worker for stuck */
+#define GC_BOUND 5.0
 
 enum { OWNER_WORKER = 0, OWNER_MAIN, OWNER_DELIVERING };
 /* what an action does once its journal record is on disk */
@@ -253,7 +257,9 @@ static void close_idle_states(flyte_worker *w, flyte_gen *current) {
     wstate *st = *p;
     if (st->actions == 0 && (st->retired || st->gen != current)) {
       *p = st->next;
+      flyte_sched_guard(w->sched, GC_BOUND);
       flyte_pack_close(st->pack);
+      flyte_sched_guard(w->sched, 0);
       free(st);
     } else {
       p = &st->next;
@@ -415,8 +421,32 @@ static void post(action *x) {
 
 /* ---- running an action --------------------------------------------------------- */
 
+/* A full collection of st, if it is still open (its finalizers run:
+ * guarded). */
+static void collect(flyte_worker *w, wstate *st) {
+  for (wstate *s = w->states; s; s = s->next)
+    if (s == st) {
+      flyte_sched_guard(w->sched, GC_BOUND);
+      lua_gc(flyte_pack_state(st->pack), LUA_GCCOLLECT);
+      flyte_sched_guard(w->sched, 0);
+      return;
+    }
+}
+
+static int handler_finish(flyte_task *t, action *x);
+
 static void handler_done(flyte_task *t, void *ud) {
   action *x = ud;
+  flyte_worker *w = x->w;
+  wstate *st = x->st;
+  /* a handler cut mid-computation, or out of memory: what it piled up is
+   * garbage now; give it back at once (the FATAL's post may need the
+   * memory, and the state closes only once the actions in it end) */
+  if (handler_finish(t, x)) collect(w, st); /* x may be gone */
+}
+
+/* Returns whether the handler broke its state. */
+static int handler_finish(flyte_task *t, action *x) {
   flyte_worker *w = x->w;
   flyte_host *h = w->h;
   char err[512];
@@ -425,7 +455,8 @@ static void handler_done(flyte_task *t, void *ud) {
   pthread_mutex_unlock(&w->mu);
   flyte_pack_finish(&x->run, t, &x->res);
   x->st->actions--;
-  if (x->res.state_broken) x->st->retired = 1;
+  int broken = x->res.state_broken;
+  if (broken) x->st->retired = 1;
   int mine = OWNER_WORKER;
   if (!atomic_compare_exchange_strong(&x->owner, &mine, OWNER_DELIVERING)) {
     /* handed over (the hand-over counted it out of the metrics) */
@@ -436,13 +467,13 @@ static void handler_done(flyte_task *t, void *ud) {
     x->res.body = NULL;
     x->res.outcome = "abandoned";
     action_over(x, FLYTE_REFUSED);
-    return;
+    return broken;
   }
   flyte_metrics_in_flight(h->metrics, x->a.command, -1);
   if (x->res.body == NULL) {
     flyte_error("action %s: out of memory building its result", x->a.id);
     action_over(x, FLYTE_ABANDONED);
-    return;
+    return broken;
   }
   if (x->entry > 0) {
     uint64_t seq;
@@ -452,9 +483,10 @@ static void handler_done(flyte_task *t, void *ud) {
                                    err, sizeof err) != 0)
       flyte_error("outbox: %s", err);
     else if (wait_for_disk(w, x, seq, AFTER_RESULT_POST))
-      return; /* posted once the result is on disk */
+      return broken; /* posted once the result is on disk */
   }
   post(x);
+  return broken;
 }
 
 static void run_action(flyte_worker *w, flyte_action *a, uint64_t intent) {
@@ -708,7 +740,15 @@ static void on_wake(void *ud) {
  * give it back to the system, at most once a second. */
 static void trim(void *ud) {
   flyte_worker *w = ud;
-  if (atomic_load(&w->nactions) == 0) malloc_trim(0);
+  if (atomic_load(&w->nactions) != 0) return;
+  /* an idle state does not collect: its garbage (the inputs and results
+   * of the burst) would stay, and malloc could not give it back */
+  flyte_sched_guard(w->sched, GC_BOUND);
+  for (wstate *st = w->states; st; st = st->next)
+    lua_gc(flyte_pack_state(st->pack), LUA_GCCOLLECT);
+  flyte_sched_guard(w->sched, 0);
+  malloc_trim(0);
+  flyte_memory_reserve(); /* again, if an action's FATAL used it */
 }
 
 static void *worker_main(void *arg) {

@@ -80,5 +80,18 @@ describe("a handler stuck where the hook cannot reach", function()
     end
     assert.equal(1, stuck_gauge(host))
     assert.equal(200, (get(host, "/live")))
+    -- the host's own collection after a cut runs a finalizer that loops:
+    -- guarded the same way, and the action keeps its own FATAL
+    result = api:wait_result(api:enqueue("gc_after"), 20)
+    assert.same({ "FATAL", "command 'gc_after' timed out after 0.5 s" },
+      { result.event, result.payload })
+    testing.wait(function() return stuck_gauge(host) == 2 end, 15,
+      "the second worker to be replaced")
+    assert.same({ ok = true }, api:wait_result(api:enqueue("ok"), 10).payload)
+    -- as many stuck threads as workers: only a restart helps now
+    local status, body = get(host, "/live")
+    assert.equal(503, status)
+    assert.matches("2 worker threads stuck in pack code %(FLYTE_WORKERS is 2%)",
+      body)
   end)
 end)
