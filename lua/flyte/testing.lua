@@ -22,6 +22,74 @@ local runner = require "flyte.runner"
 
 local M = {}
 
+--- What a spec started ---------------------------------------------------------
+--
+-- Processes (testing.api, testing.host, testing.spawn), temporary folders
+-- (testing.tmpdir) and an installed fake clock belong to where they were
+-- made: made in a test (`it`, its `finally`), they go when the test ends;
+-- made in a setup (lazy_setup, before_each, ...), when the spec file ends;
+-- made anywhere else, when the run ends. They are stopped, removed and
+-- uninstalled then, whatever the spec forgot. Under busted this follows
+-- its test and file events; elsewhere (a script) everything goes when the
+-- Lua state closes.
+
+local RUN = {}   -- the owner of what is made outside any spec file
+local owned = {} -- owner -> list of cleanups, oldest first
+local order = {} -- owners, oldest first (for the end of the run)
+local running = {} -- busted's files and tests under way, innermost last
+
+local function owner()
+  local top = running[#running]
+  if top and top.kind == "test" then return top.element end
+  for i = #running, 1, -1 do
+    if running[i].kind == "file" then return running[i].element end
+  end
+  return RUN
+end
+
+local function own(cleanup)
+  local o = owner()
+  if not owned[o] then
+    owned[o] = {}
+    order[#order + 1] = o
+  end
+  table.insert(owned[o], cleanup)
+end
+
+local function close(o)
+  local list = owned[o]
+  owned[o] = nil
+  for i = #(list or {}), 1, -1 do pcall(list[i]) end
+  return nil, true
+end
+
+local function close_all()
+  for i = #order, 1, -1 do close(order[i]) end
+  order = {}
+  return nil, true
+end
+
+do
+  local ok, busted = pcall(require, "busted")
+  if ok and type(busted) == "table" and busted.subscribe then
+    for _, kind in ipairs { "file", "test" } do
+      busted.subscribe({ kind, "start" }, function(element)
+        running[#running + 1] = { kind = kind, element = element }
+        return nil, true
+      end)
+      busted.subscribe({ kind, "end" }, function(element)
+        if running[#running] and running[#running].element == element then
+          running[#running] = nil
+        end
+        return close(element)
+      end)
+    end
+    busted.subscribe({ "suite", "end" }, close_all)
+  end
+  -- at the latest when the state closes (the end of the run)
+  M._sentinel = setmetatable({}, { __gc = close_all })
+end
+
 --- Waits until fn() returns a true value, checking every 10 ms, for at
 -- most `timeout` seconds (default 10). Returns that value; raises naming
 -- `what` when the deadline passes.
@@ -225,9 +293,11 @@ function Clock:stop()
   self.stopping = true
 end
 
---- Makes flyte.sleep and flyte.now use this clock until clock:remove().
+--- Makes flyte.sleep and flyte.now use this clock until clock:remove(), or
+-- at the latest until the test that installed it ends.
 function Clock:install()
   flyte._clock = self
+  own(function() self:remove() end)
   return self
 end
 
@@ -334,10 +404,14 @@ local function read_file(path)
 end
 
 --- A new empty directory under /tmp (for a spec's packs, outboxes, logs).
+-- It is removed, with what is in it, when the test that made it ends.
 function M.tmpdir()
   local p = assert(io.popen("mktemp -d /tmp/flyte-spec.XXXXXX"))
   local dir = p:read("l")
   p:close()
+  if dir and dir:match("^/tmp/flyte%-spec%.[%w]+$") then
+    own(function() os.execute("rm -rf '" .. dir .. "'") end)
+  end
   return dir
 end
 local tmpdir = M.tmpdir
@@ -373,6 +447,8 @@ function M.spawn(argv, env)
     local text = read_file(pidfile)
     return text and tonumber(text:match("%d+"))
   end, 5, "the process to start")
+  -- stopped when the test (or block) that started it ends
+  own(function() self:stop(5) end)
   return self
 end
 
@@ -396,6 +472,7 @@ function Process:exit_status()
 end
 
 function Process:signal(name)
+  self.signalled = true -- its exit was asked for
   os.execute("kill -" .. name .. " " .. self.pid .. " 2>/dev/null")
 end
 
@@ -467,9 +544,28 @@ function Api:state()
   return assert(core.json_decode(res.body))
 end
 
+-- Waits as M.wait does; but when the last host started against this API
+-- has exited on its own (no stop or signal asked for it), nothing more
+-- will come: fails at once with its exit status and its last log lines.
+local function wait_for_host(self, fn, timeout, what)
+  return M.wait(function()
+    local value = fn()
+    if value then return value end
+    local host = self.hosts and self.hosts[#self.hosts]
+    local status = host and not host.signalled and host:exit_status()
+    if status then
+      local lines = {}
+      for line in host:log():gmatch("[^\n]+") do lines[#lines + 1] = line end
+      error(string.format("flyte-host exited with status %d before %s; "
+        .. "the end of its log:\n%s", status, what,
+        table.concat(lines, "\n", math.max(1, #lines - 19))), 0)
+    end
+  end, timeout, what)
+end
+
 --- Waits for an action's result; returns it ({ event, payload, createdAt }).
 function Api:wait_result(id, timeout)
-  return M.wait(function()
+  return wait_for_host(self, function()
     local res = request("GET", self.url .. "/dev/actions/" .. id .. "/result")
     return res.status == 200 and assert(core.json_decode(res.body))
   end, timeout, "the result of action " .. id)
@@ -477,7 +573,7 @@ end
 
 --- Waits for a pack to be registered; returns its registration body.
 function Api:wait_registration(timeout)
-  return M.wait(function()
+  return wait_for_host(self, function()
     local packs = self:state().packs
     return packs[1] and packs[1].registration
   end, timeout, "a registration")
@@ -485,7 +581,7 @@ end
 
 --- Waits until `n` events have arrived; returns them.
 function Api:wait_events(n, timeout)
-  return M.wait(function()
+  return wait_for_host(self, function()
     local events = self:events()
     return #events >= n and events
   end, timeout, n .. " event(s)")
@@ -539,6 +635,10 @@ function M.host(pack_path, api, settings)
   local process = M.spawn({ M.binary(), "run", pack_path }, env)
   process.outbox = env.FLYTE_OUTBOX
   process.health_url = "http://127.0.0.1:" .. env.FLYTE_HEALTH_PORT .. "/"
+  if type(api) == "table" then -- its waits fail at once if the host exits
+    api.hosts = api.hosts or {}
+    api.hosts[#api.hosts + 1] = process
+  end
   return process
 end
 

@@ -1,0 +1,57 @@
+-- flyte.testing cleans up after a spec that forgets to: what a test
+-- started is stopped (and its folders removed, its clock uninstalled) when
+-- the test ends, what a block's setup started when the block ends; and a
+-- wait on the stand-in fails at once, with the host's own error, when the
+-- host has exited.
+local testing = require "flyte.testing"
+local core = require "flyte.core"
+
+local function alive(pid)
+  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+end
+
+local function exists(path)
+  return os.execute("test -e '" .. path .. "'") == true
+end
+
+describe("flyte.testing", function()
+  it("stops what a spec forgot, when its test or block ends", function()
+    local out = testing.tmpname()
+    finally(function() os.remove(out) end)
+    local cmd = string.format("FORGETFUL_OUT=%s FLYTE_HOST_BIN=%s lua5.4 "
+      .. "/usr/bin/busted --cpath='%s' spec/fixtures/specs/forgetful_spec.lua "
+      .. ">%s.log 2>&1", out, testing.binary(),
+      package.cpath:match("[^;]*build[^;]*%?%.so") or "build/?.so", out)
+    local ok = os.execute(cmd)
+    local f = io.open(out .. ".log")
+    local log = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(out .. ".log")
+    assert.is_true(ok, log)
+    local seen = {}
+    for line in io.lines(out) do
+      local kind, value = line:match("^(%S+) (%S+)$")
+      seen[kind] = value
+    end
+    assert.equal("ok", seen.later, log)
+    for _, kind in ipairs { "api", "host", "spawned", "last" } do
+      assert.is_false(alive(seen[kind]), kind .. " " .. seen[kind]
+        .. " still running")
+    end
+    assert.is_false(exists(seen.dir), seen.dir .. " is still there")
+  end)
+
+  it("fails a wait at once with the host's error when the host exited",
+    function()
+      local api = testing.api()
+      local host = testing.host("spec/fixtures/packs/invalid.lua", api)
+      local t0 = core.monotime()
+      local ok, err = pcall(api.wait_registration, api, 10)
+      assert.is_false(ok)
+      assert.matches("^flyte%-host exited with status 2 before a "
+        .. "registration; the end of its log:\n", err)
+      assert.matches("invalid.lua", err)
+      assert.is_true(core.monotime() - t0 < 5)
+      assert.equal(2, host:exit_status())
+    end)
+end)
