@@ -132,8 +132,11 @@ local function parse_headers(raw)
 end
 
 --- Sends a request; returns { status, headers, body }, or nil and a
--- message when no response came (refused, timed out, TLS failed...).
--- Raises for a mistake in the options.
+-- message when no response came (refused, timed out, TLS failed...) or
+-- the URL is not one it can use (a URL often comes from an action's
+-- input: the handler answers with its own failure event, as for a
+-- refused connection). Raises for a mistake in the code: an unknown
+-- option, an option of the wrong type, a body on a GET.
 function M.request(opts)
   local function fail(msg)
     error("flyte.http.request: " .. msg, 3)
@@ -148,13 +151,8 @@ function M.request(opts)
     end
   end
   local url = opts.url
-  if type(url) ~= "string" or not url:match("^https?://[^/?#]") then
-    fail("url must be an http:// or https:// URL, got "
-      .. (type(url) == "string" and string.format("%q", url) or type(url)))
-  end
-  if url:find("[%s%c]") then
-    fail("url must not contain spaces or control characters (escape them, "
-      .. "or pass them in query), got " .. string.format("%q", url))
+  if type(url) ~= "string" then
+    fail("url must be a string, got " .. type(url))
   end
   local method = opts.method or "GET"
   if type(method) ~= "string" or not method:match("^%a+$") then
@@ -193,6 +191,16 @@ function M.request(opts)
       or timeout <= 0 or timeout == math.huge) then
     fail("timeout must be a positive number of seconds, got "
       .. tostring(timeout))
+  end
+  -- what the URL says, checked once the code's own mistakes are ruled out
+  if not url:match("^https?://[^/?#]") then
+    return nil, "flyte.http.request: url must be an http:// or https:// "
+      .. "URL, got " .. string.format("%q", url)
+  end
+  if url:find("[%s%c]") then
+    return nil, "flyte.http.request: url must not contain spaces or control "
+      .. "characters (escape them, or pass them in query), got "
+      .. string.format("%q", url)
   end
   -- the host counts in milliseconds, and 0 would mean its default
   if timeout then timeout = math.max(timeout, 0.001) end
