@@ -92,12 +92,24 @@ M._event_sink = nil
 -- :now() -> RFC 3339 text, so that an observe loop runs without waiting.
 M._clock = nil
 
+-- The names of the events the loaded pack declares (set when the host or
+-- flyte.testing loads it), and those flyte.send_event warned about.
+M._declared_events = nil
+local warned = {}
+
 --- Sends an event on the pack's own. Returns true, or nil and a message.
 function M.send_event(event)
   local name = type(event) == "table" and event.event
   if type(name) ~= "string" or name == "" then
     error("flyte.send_event: expected an event (build it with an event "
       .. "definition or flyte.event), got " .. type(event), 2)
+  end
+  local declared = M._declared_events
+  if declared and not declared[name] and not warned[name] then
+    warned[name] = true -- once per name: an observe loop would flood the log
+    core.log("warn", string.format("flyte.send_event: event '%s' is not "
+      .. "among the pack's events (declare it in the pack's events); "
+      .. "sending it anyway", name))
   end
   local ok, body = pcall(core.json_encode,
     { event = name, payload = event.payload, createdAt = M.now() })

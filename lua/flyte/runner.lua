@@ -95,6 +95,13 @@ function M.load(path, snapshot)
   end
   local valid, invalid = schema.check_pack(pack)
   if not valid then return nil, path .. ": " .. invalid end
+  -- what flyte.send_event warns about: an event the registration does not
+  -- name (neither in pack.events nor in a command's output_events)
+  local declared = {}
+  for _, event in ipairs(schema.registration(pack).events) do
+    declared[event.name] = true
+  end
+  require("flyte")._declared_events = declared
   return pack
 end
 

@@ -200,3 +200,24 @@ describe("flyte-host run", function()
     host:wait_log("stopped")
   end)
 end)
+
+describe("an event the pack does not declare", function()
+  it("is sent, with a warning, from a handler and from observe", function()
+    local api = testing.api()
+    local host = testing.host("spec/fixtures/host/undeclared.lua", api)
+    finally(function()
+      host:stop()
+      api:stop()
+    end)
+    api:wait_registration()
+    assert.equal("Done", api:wait_result(api:enqueue("send")).event)
+    local names = {}
+    for _, e in ipairs(api:wait_events(2)) do names[e.body.event] = true end
+    assert.same({ Unheard = true, Unseen = true }, names)
+    for _, name in ipairs { "Unheard", "Unseen" } do
+      host:wait_log("flyte.send_event: event '" .. name .. "' is not among "
+        .. "the pack's events %(declare it in the pack's events%); sending "
+        .. "it anyway")
+    end
+  end)
+end)
