@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonload.h"
 #include "log.h"
 
 const char *flyte_api_find_link(const json_t *links, const char *suffix) {
@@ -504,7 +505,7 @@ static int read_envelope(const char *body, size_t len, envelope *env,
 
 /* Decodes one member's value; NULL with je set when jansson cannot. */
 static json_t *decode_member(const extent *e, json_error_t *je) {
-  return json_loadb(e->p, e->n, JSON_DECODE_ANY | JSON_ALLOW_NUL, je);
+  return flyte_json_load(e->p, e->n, JSON_DECODE_ANY | JSON_ALLOW_NUL, je);
 }
 
 /* Why the input cannot be decoded, for the FATAL; caller frees. */

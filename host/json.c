@@ -7,6 +7,8 @@
  */
 #include "json.h"
 
+#include "jsonload.h"
+
 #include <jansson.h>
 #include <lauxlib.h>
 #include <float.h>
@@ -288,12 +290,6 @@ static int put_table(encoder *e, int idx) {
       }
       /* Borrowed: the key stays in the table while we encode it. */
       keys[nstr].s = lua_tolstring(L, -1, &keys[nstr].len);
-      if (memchr(keys[nstr].s, '\0', keys[nstr].len)) {
-        bad = "cannot encode an object key with a zero byte (jansson, which "
-              "reads JSON here, does not take \\u0000 in keys)";
-        lua_pop(L, 1);
-        break;
-      }
       nstr++;
     } else if (kt == LUA_TNUMBER && lua_isinteger(L, -1) &&
                lua_tointeger(L, -1) > 0) {
@@ -449,7 +445,8 @@ int flyte_json_decode(lua_State *L, const char *text, size_t len, char *err,
              (size_t)(nul - text));
     return -1;
   }
-  json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+  json_t *j = flyte_json_load(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                              &je);
   if (j == NULL) {
     if (strstr(je.text, "maximum parsing depth"))
       snprintf(err, errlen, "invalid JSON: nested deeper than %d levels",

@@ -129,8 +129,9 @@ static void test_take_unreadable(void) {
   CHECK_STR(a.result_url, "http://h/v1/packs/p/actions/7/result");
   CHECK_STR(a.id, "7");
   CHECK_STR(a.command, "createIssue");
-  CHECK(a.input == NULL);
-  CHECK(a.input_error != NULL && strstr(a.input_error, "NUL") != NULL);
+  /* a key holding \u0000 is read (jansson's parser alone refuses it) */
+  CHECK(a.input_error == NULL);
+  CHECK(json_integer_value(json_object_getn(a.input, "a\0b", 3)) == 1);
   flyte_action_free(&a);
 
   /* nothing to complete: an error that says an action may be stranded */
