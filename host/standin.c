@@ -44,18 +44,20 @@ static const char *const COUNTER_NAME[] = {"discovery", "register", "take",
   "take_action", "result", "event", "health"};
 
 /* API routes; the ones from R_TAKE on carry a pack id in the path. */
-typedef enum { R_NONE, R_DISCOVERY, R_HEALTH, R_REGISTER, R_TAKE, R_RESULT,
-               R_EVENT } route_kind;
+/* R_LIST: the other links of /v1 (the packs, flows, datastore, audit,
+ * swagger), answered as lists for a client that follows them. */
+typedef enum { R_NONE, R_DISCOVERY, R_HEALTH, R_REGISTER, R_LIST, R_TAKE,
+               R_RESULT, R_EVENT } route_kind;
 static const struct { const char *method; int counter; } ROUTE[] = {
   [R_NONE] = {"", -1}, [R_DISCOVERY] = {"GET", C_DISCOVERY},
   [R_HEALTH] = {"GET", C_HEALTH}, [R_REGISTER] = {"POST", C_REGISTER},
-  [R_TAKE] = {"POST", C_TAKE},
+  [R_LIST] = {"GET", -1}, [R_TAKE] = {"POST", C_TAKE},
   [R_RESULT] = {"POST", C_RESULT}, [R_EVENT] = {"POST", C_EVENT}};
 /* Route names as POST /dev/faults takes them. */
 static const char *const ROUTE_NAME[] = {
   [R_NONE] = "", [R_DISCOVERY] = "discovery", [R_HEALTH] = "health",
-  [R_REGISTER] = "register", [R_TAKE] = "take", [R_RESULT] = "result",
-  [R_EVENT] = "event"};
+  [R_REGISTER] = "register", [R_LIST] = "list", [R_TAKE] = "take",
+  [R_RESULT] = "result", [R_EVENT] = "event"};
 
 /* What a fault does to the reply's body (the status stays). */
 typedef enum { G_NONE, G_TRUNCATED, G_INVALID, G_EMPTY } garble;
@@ -90,6 +92,7 @@ typedef struct {
   json_t *result; /* NULL until DONE */
   long results;   /* result posts that reached it, accepted or refused */
   double t_queued, t_taken, t_done; /* CLOCK_MONOTONIC seconds, 0: not yet */
+  struct timespec at_queued, at_taken, at_done; /* the same, wall clock */
 } action_rec;
 
 typedef struct {
@@ -141,6 +144,7 @@ typedef struct {
 typedef struct {
   struct MHD_Connection *conn;
   const char *base; /* "http://" + Host */
+  const char *url; /* the path */
   const char *body;
   size_t len;
   char *pack; /* pack id from the path (owned), or NULL */
@@ -440,10 +444,16 @@ static json_t *copy_or_null(json_t *v) {
   return v != NULL ? json_deep_copy(v) : json_null();
 }
 
-/* An action as /dev/ shows it; NULL when out of memory. */
+/* An action as /dev/ shows it; NULL when out of memory. "at": RFC 3339
+ * times (null: not yet); "times": the same in CLOCK_MONOTONIC seconds (0:
+ * not yet), for measuring against a clock of the same kind. */
 static json_t *action_json(const action_rec *a) {
+  char queued[48], taken[48], done[48];
+  format_time(&a->at_queued, queued);
+  format_time(&a->at_taken, taken);
+  format_time(&a->at_done, done);
   return json_pack("{s:I, s:s, s:s, s:o, s:s*, s:s, s:o, s:I, "
-                   "s:{s:f, s:f, s:f}}",
+                   "s:{s:s, s:s?, s:s?}, s:{s:f, s:f, s:f}}",
                    "id", (json_int_t)a->id,
                    "pack", a->pack, "command", a->command,
                    "input", copy_or_null(a->input),
@@ -451,6 +461,9 @@ static json_t *action_json(const action_rec *a) {
                    "state", STATE_NAME[a->state],
                    "result", copy_or_null(a->result),
                    "results", (json_int_t)a->results,
+                   "at", "queued", queued,
+                   "taken", a->t_taken > 0 ? taken : NULL,
+                   "done", a->t_done > 0 ? done : NULL,
                    "times", "queued", a->t_queued, "taken", a->t_taken,
                    "done", a->t_done);
 }
@@ -482,15 +495,47 @@ static void touch_locked(flyte_standin *s) {
 /* Queues an action; call with the lock held. input is borrowed and copied
  * (NULL: absent); pack_id NULL means the pack registered last. Returns the
  * action (valid until the lock is released), or NULL with *status, *msg. */
+/* Whether the pack's registration names the command; else writes the
+ * refusal, naming the commands it has, to why. */
+static int knows_command(const pack_rec *p, const char *command, char *why,
+                         size_t n) {
+  json_t *cmds = json_object_get(p->registration, "commands"), *c;
+  size_t i, len;
+  json_array_foreach(cmds, i, c) {
+    const char *name = json_string_value(json_object_get(c, "name"));
+    if (name && strcmp(name, command) == 0) return 1;
+  }
+  len = (size_t)snprintf(why, n, "command '%s' is unknown to pack %s (its "
+                         "commands:", command, p->id);
+  json_array_foreach(cmds, i, c) {
+    const char *name = json_string_value(json_object_get(c, "name"));
+    if (name && len < n)
+      len += (size_t)snprintf(why + len, n - len, "%s %s", i ? "," : "",
+                              name);
+  }
+  if (len < n) snprintf(why + len, n - len, "%s)",
+                        json_array_size(cmds) ? "" : " none");
+  return 0;
+}
+
 static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
                                   const char *command, json_t *input,
-                                  unsigned *status, const char **msg) {
+                                  int any_command, unsigned *status,
+                                  const char **msg) {
+  static __thread char why[1024];
   pack_rec *p = pack_id != NULL ? find_pack(s, pack_id)
               : s->last_pack >= 0 ? &s->packs[s->last_pack] : NULL;
   action_rec *arr, *a;
   if (p == NULL) {
     *status = 404;
     *msg = pack_id != NULL ? "no such pack" : "no pack has registered yet";
+    return NULL;
+  }
+  /* a flow asks a pack for its commands; any_command: a spec of what a
+   * host does with another */
+  if (!any_command && !knows_command(p, command, why, sizeof why)) {
+    *status = 400;
+    *msg = why;
     return NULL;
   }
   arr = grow(s->actions, &s->actions_cap, s->nactions, sizeof *arr);
@@ -510,6 +555,7 @@ static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
   a->id = s->next_action++;
   a->state = ST_NEW;
   a->t_queued = monotonic();
+  clock_gettime(CLOCK_REALTIME, &a->at_queued);
   s->nactions++;
   touch_locked(s);
   return a;
@@ -584,6 +630,55 @@ static void api_discovery(const request *rq, reply *out) {
   out->status = 200;
   if ((out->body = json_pack("{s:o}", "links", links)) == NULL)
     fail(out, 500, "out of memory");
+}
+
+/* GET on the other links of /v1: the packs registered, and empty lists of
+ * flows, datastore items and flow audits (the stand-in keeps none); the
+ * swagger document names the API and no paths. */
+static void api_list(flyte_standin *s, const request *rq, reply *out) {
+  const char *b = rq->base, *url = rq->url;
+  json_t *body = NULL;
+  if (strcmp(url, "/v1/packs") == 0) {
+    json_t *packs = json_array();
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; packs && i < s->npacks; i++) {
+      const pack_rec *p = &s->packs[i];
+      json_t *reg = p->registration;
+      json_t *labels = json_object_get(reg, "labels");
+      if (json_array_append_new(packs, json_pack(
+              "{s:s, s:O?, s:o, s:[{s:o, s:s}]}", "id", p->id, "name",
+              json_object_get(reg, "name"), "labels",
+              labels ? json_deep_copy(labels) : json_object(), "links",
+              "href", json_sprintf("%s/v1/packs/%s", b, p->id), "rel",
+              "self")) != 0) {
+        json_decref(packs);
+        packs = NULL;
+      }
+    }
+    pthread_mutex_unlock(&s->lock);
+    body = packs ? json_pack("{s:o, s:[{s:o, s:s}, {s:o, s:s}]}", "packs",
+                             packs, "links", "href",
+                             json_sprintf("%s/v1/packs", b), "rel", "self",
+                             "href", json_sprintf("%s/v1", b), "rel", "up")
+                 : NULL;
+  } else if (strcmp(url, "/swagger") == 0 ||
+             strcmp(url, "/v1/swagger") == 0) {
+    body = json_pack("{s:s, s:{s:s, s:s}, s:{}}", "swagger", "2.0", "info",
+                     "title", "stand-in flyte-api", "version", "v1", "paths");
+  } else {
+    const char *name = strcmp(url, "/v1/flows") == 0       ? "flows"
+                       : strcmp(url, "/v1/datastore") == 0 ? "datastore"
+                                                           : "flows";
+    body = json_pack("{s:[], s:[{s:o, s:s}, {s:o, s:s}]}", name, "links",
+                     "href", json_sprintf("%s%s", b, url), "rel", "self",
+                     "href", json_sprintf("%s/v1", b), "rel", "up");
+  }
+  if (body == NULL) {
+    fail(out, 500, "out of memory");
+    return;
+  }
+  out->status = 200;
+  out->body = body;
 }
 
 static void api_register(flyte_standin *s, const request *rq, reply *out) {
@@ -678,6 +773,7 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
     if (out->body != NULL) {
       a->state = ST_PENDING;
       a->t_taken = monotonic();
+      clock_gettime(CLOCK_REALTIME, &a->at_taken);
       s->counts[C_TAKE_ACTION]++;
       touch_locked(s);
     }
@@ -726,6 +822,7 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
       copy = NULL;
       a->state = ST_DONE;
       a->t_done = monotonic();
+      clock_gettime(CLOCK_REALTIME, &a->at_done);
       out->status = 202;
     }
     if (a != NULL) {
@@ -755,13 +852,19 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
 }
 
 /* Splits an API path; sets rq->pack (owned) and rq->action. */
-static route_kind api_route(const char *url, request *rq) {
+static route_kind api_route(const char *url, const char *method,
+                            request *rq) {
   static const char PACKS[] = "/v1/packs/";
   const char *rest, *end;
   route_kind k;
   if (strcmp(url, "/v1") == 0) return R_DISCOVERY;
   if (strcmp(url, "/health") == 0) return R_HEALTH;
-  if (strcmp(url, "/v1/packs") == 0) return R_REGISTER;
+  if (strcmp(url, "/v1/packs") == 0)
+    return strcmp(method, "GET") == 0 ? R_LIST : R_REGISTER;
+  if (strcmp(url, "/v1/flows") == 0 || strcmp(url, "/v1/datastore") == 0 ||
+      strcmp(url, "/v1/audit/flows") == 0 || strcmp(url, "/v1/swagger") == 0 ||
+      strcmp(url, "/swagger") == 0)
+    return R_LIST;
   if (strncmp(url, PACKS, sizeof PACKS - 1) != 0) return R_NONE;
   rest = url + sizeof PACKS - 1;
   end = rest + strlen(rest);
@@ -934,6 +1037,7 @@ static void api_answer(flyte_standin *s, request *rq, route_kind k,
       fail(out, 500, "out of memory");
     break;
   case R_REGISTER: api_register(s, rq, out); break;
+  case R_LIST: api_list(s, rq, out); break;
   case R_TAKE: api_take(s, rq, out); break;
   case R_RESULT: api_event(s, rq, out, 1); break;
   case R_EVENT: api_event(s, rq, out, 0); break;
@@ -949,7 +1053,7 @@ static void api_dispatch(flyte_standin *s, request *rq, const char *url,
                          const char *method, reply *out) {
   const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND,
       MHD_HTTP_HEADER_AUTHORIZATION);
-  route_kind k = api_route(url, rq);
+  route_kind k = api_route(url, method, rq);
   int method_ok = k != R_NONE && strcmp(method, ROUTE[k].method) == 0;
   int guarded = strcmp(url, "/v1") == 0 || strncmp(url, "/v1/", 4) == 0 ||
                 strcmp(url, "/health") == 0;
@@ -1040,7 +1144,9 @@ static void dev_enqueue(flyte_standin *s, const request *rq, reply *out) {
   /* count: that many copies at once, for load (the benchmark) */
   for (long k = 0; k < n; k++) {
     a = enqueue_locked(s, json_string_value(pack), json_string_value(cmd),
-                       json_object_get(body, "input"), &status, &msg);
+                       json_object_get(body, "input"),
+                       json_is_true(json_object_get(body, "any_command")),
+                       &status, &msg);
     if (a == NULL) break;
     if ((is_set(text) || padded) &&
         (a->input_text = strdup(padded ? padded
@@ -1493,6 +1599,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                      MHD_HTTP_HEADER_HOST);
   rq.conn = conn;
+  rq.url = url;
   rq.body = b->data != NULL ? b->data : "";
   rq.len = b->len;
   rq.base = CAT("http://", host != NULL ? host : s->hostport);
@@ -1614,7 +1721,8 @@ long flyte_standin_enqueue(flyte_standin *s, const char *pack_id,
     goto cleanup;
   }
   pthread_mutex_lock(&s->lock);
-  if ((a = enqueue_locked(s, pack_id, command, input, &status, &msg)) != NULL) {
+  if ((a = enqueue_locked(s, pack_id, command, input, 0, &status, &msg)) !=
+      NULL) {
     id = a->id;
     pack = strdup(a->pack);
     note = json_pack("{s:s, s:s, s:O*}", "pack", a->pack, "command", command,

@@ -515,10 +515,15 @@ function M.api(opts)
   return setmetatable({ url = url, process = process }, Api)
 end
 
---- Queues an action; returns its id. opts.pack: the pack id.
-function Api:enqueue(command, input, pack)
+--- Queues an action; returns its id. pack: the pack id (default: the one
+-- registered last).
+-- opts.any_command: queue it even when the pack did not register that
+-- command (the stand-in refuses it otherwise, with 400 naming those it
+-- has): to see what a host does with an action for another.
+function Api:enqueue(command, input, pack, opts)
   local res = request("POST", self.url .. "/dev/actions",
-    { command = command, input = input, pack = pack })
+    { command = command, input = input, pack = pack,
+      any_command = opts and opts.any_command or nil })
   assert(res.status == 201, "enqueue: HTTP " .. res.status .. " " .. res.body)
   return assert(core.json_decode(res.body)).id
 end

@@ -121,7 +121,15 @@ describe("flyte-host run", function()
     end)
 
     it("for an unknown command gets a FATAL listing the pack's commands", function()
-      local result = run("nope")
+      -- the stand-in, as a flow would, asks only for the pack's commands
+      local res = flyte.http.request { method = "POST",
+        url = api.url .. "/dev/actions", body = { command = "nope" } }
+      assert.same({ 400, "command 'nope' is unknown to pack Cases.env.test."
+        .. "team.qa (its commands: boom, boom_table, echo, latin1, nothing, "
+        .. "number, send, surprise, unencodable, wait)" },
+        { res.status, flyte.json.decode(res.body).error })
+      local result = api:wait_result(api:enqueue("nope", nil, nil,
+        { any_command = true }))
       assert.same({ "FATAL", "command 'nope' is unknown to pack Cases (its commands: "
         .. "boom, boom_table, echo, latin1, nothing, number, send, surprise, unencodable, "
         .. "wait)" },
