@@ -246,6 +246,7 @@ static int apply(flyte_config *c, const setting *s, const char *from,
   case KIND_OUTBOX:
     free(c->outbox);
     c->outbox = NULL;
+    c->outbox_set = 1;
     if (value[0] == '\0' || strcmp(value, "off") == 0) return 0;
     c->outbox = strdup(value);
     return 0;
@@ -293,10 +294,12 @@ static int apply(flyte_config *c, const setting *s, const char *from,
     if (parse_int(value, 0, 65535, &num) != 0)
       return fail(err, n, "%s: '%s' is not a port number (0 to 65535)", from,
                   value);
-    if (strcmp(s->flag, "--port") == 0)
+    if (strcmp(s->flag, "--port") == 0) {
       c->dev_port = (int)num;
-    else
+    } else {
       c->health_port = (int)num;
+      c->health_port_set = 1;
+    }
     return 0;
   case KIND_LEVEL:
     if ((flag = flyte_log_level_parse(value)) < 0)

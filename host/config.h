@@ -23,7 +23,9 @@ typedef struct {
   int poll_interval_set;  /* given by the user (dev mode picks its own) */
   int workers;            /* FLYTE_WORKERS: threads; default one per CPU */
   int concurrency;        /* FLYTE_CONCURRENCY: actions held at once */
-  int health_port;        /* FLYTE_HEALTH_PORT: 0 turns it off */
+  int health_port;        /* FLYTE_HEALTH_PORT: 0 turns it off; -1: any
+                           * free port (dev's default) */
+  int health_port_set;    /* given by the user */
   int reload;             /* FLYTE_RELOAD */
   int log_level;          /* FLYTE_LOG_LEVEL (flyte_log_level) */
   int log_format;         /* FLYTE_LOG_FORMAT (flyte_log_format) */
@@ -31,6 +33,7 @@ typedef struct {
   size_t memory_limit;    /* FLYTE_MEMORY_LIMIT: bytes per Lua state, 0 none */
   double shutdown_grace;  /* FLYTE_SHUTDOWN_GRACE: seconds */
   char *outbox;           /* FLYTE_OUTBOX: a directory, NULL when off */
+  int outbox_set;         /* given by the user */
   int outbox_sync;        /* FLYTE_OUTBOX_SYNC: 1 always (default), 0 off */
   /* `dev` only */
   int dev_port;           /* --port: the stand-in API's port */

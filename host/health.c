@@ -225,6 +225,12 @@ flyte_health *flyte_health_start(int port, flyte_health_fn fn, void *ud,
   return h;
 }
 
+int flyte_health_port(const flyte_health *h) {
+  const union MHD_DaemonInfo *info =
+      MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  return info ? (int)info->port : 0;
+}
+
 void flyte_health_stop(flyte_health *h) {
   if (h == NULL) return;
   if (h->daemon) MHD_stop_daemon(h->daemon); /* closes every connection */

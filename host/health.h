@@ -13,9 +13,13 @@ typedef struct flyte_health flyte_health;
 typedef char *(*flyte_health_fn)(void *ud, const char *path, int *status,
                                  const char **content_type);
 
-/* Listens on all addresses at `port`. NULL with a message on failure. */
+/* Listens on all addresses at `port` (0: a free one). NULL with a message
+ * on failure. */
 flyte_health *flyte_health_start(int port, flyte_health_fn fn, void *ud,
                                  char *err, unsigned long errlen);
+
+/* The port it listens on. */
+int flyte_health_port(const flyte_health *h);
 void flyte_health_stop(flyte_health *h);
 
 #endif

@@ -790,9 +790,9 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     goto cleanup;
   }
   h->gen = h->gens = flyte_host_new_gen(h, &h->health_pack, err, sizeof err);
-  if (h->gen == NULL) {
+  if (h->gen == NULL) { /* the pack is wrong, not a setting: 1 */
     fprintf(stderr, "flyte-host: %s\n", err);
-    rc = 2;
+    rc = 1;
     goto cleanup;
   }
   h->metrics = flyte_metrics_new();
@@ -828,14 +828,15 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   if (pthread_create(&signals, NULL, signal_main, h) != 0) goto cleanup;
   signals_started = 1;
 
-  if (cfg->health_port > 0) {
-    h->health = flyte_health_start(cfg->health_port, health_answer, h, err,
+  if (cfg->health_port != 0) { /* -1: any free port */
+    h->health = flyte_health_start(cfg->health_port < 0 ? 0 : cfg->health_port,
+                                   health_answer, h, err,
                                    sizeof err);
     if (h->health == NULL) {
       flyte_error("%s", err);
       goto cleanup;
     }
-    flyte_info("health on port %d", cfg->health_port);
+    flyte_info("health on port %d", flyte_health_port(h->health));
   }
 
   flyte_info("pack %s: %d command(s), %d worker(s), polling every %g s",

@@ -5,10 +5,12 @@
  * Reads the settings, sets up the log and libcurl once, and hands over to
  * the command. Bad settings exit 2 with one line naming the setting.
  */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <curl/curl.h>
 #include <jansson.h>
 #include <lua.h>
 #include <microhttpd.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +43,11 @@ static const char usage[] =
     "                        run one command locally, print the event JSON\n"
     "                        (exit 1 when the event is FATAL)\n"
     "  dev PACK.lua          run the pack against a stand-in flyte-api on\n"
-    "                        127.0.0.1 (--port, default 8080); --send\n"
-    "                        'COMMAND [INPUT_JSON]' queues an action at start\n"
+    "                        127.0.0.1 (--port, default 8080; a page at /);\n"
+    "                        --send 'COMMAND [INPUT_JSON]' queues an action\n"
+    "                        at start; health on a free port unless\n"
+    "                        --health-port; the outbox in a temporary folder\n"
+    "                        unless --outbox\n"
     "  standin               run the stand-in flyte-api alone (--port, 0 for "
     "any)\n"
     "  test [BUSTED ARGS]    run busted specs with flyte and flyte.testing on\n"
@@ -243,6 +248,18 @@ static char *first_command(const char *registration) {
   return copy;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int type,
+                        struct FTW *ftw) {
+  (void)st, (void)type, (void)ftw;
+  remove(path);
+  return 0;
+}
+
+/* Removes a directory and what is in it. */
+static void remove_tree(const char *dir) {
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static int cmd_dev(flyte_config *c) {
   char err[1024];
   int rc = need_pack(c, 0, 0);
@@ -272,11 +289,11 @@ static int cmd_dev(flyte_config *c) {
   flyte_pack_info info = {0};
   if (p == NULL ||
       flyte_pack_describe(p, c->labels, c->nlabels, &info, err, sizeof err)) {
-    fprintf(stderr, "flyte-host: %s\n", err);
+    fprintf(stderr, "flyte-host: %s\n", err); /* the pack is wrong: 1 */
     flyte_pack_close(p);
     free(send.command);
     free(send.input);
-    return 2;
+    return 1;
   }
   char *command = first_command(info.registration);
   flyte_pack_info_free(&info);
@@ -301,6 +318,20 @@ static int cmd_dev(flyte_config *c) {
     free(send.command);
     free(send.input);
     return 1;
+  }
+  /* A health server on a free port, unless one is set: a second dev (with
+   * its own --port) must not fail on 8090. The host logs the port. */
+  if (!c->health_port_set) c->health_port = -1;
+  /* Its outbox in a folder of its own, removed at the end, unless one is
+   * set: dev must not leave flyte-outbox/ in the author's repository. */
+  char outbox_dir[256] = "";
+  if (!c->outbox_set && c->outbox) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(outbox_dir, sizeof outbox_dir, "%s/flyte-dev-outbox.XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    free(c->outbox);
+    c->outbox = mkdtemp(outbox_dir) ? strdup(outbox_dir) : NULL;
+    if (c->outbox == NULL) outbox_dir[0] = '\0';
   }
   int port = flyte_standin_port(dev.standin);
   char api[64];
@@ -339,6 +370,7 @@ static int cmd_dev(flyte_config *c) {
       pthread_detach(sender);
   }
   flyte_standin_stop(dev.standin);
+  if (outbox_dir[0]) remove_tree(outbox_dir);
   free(send.command);
   free(send.input);
   return rc;
@@ -411,6 +443,13 @@ int main(int argc, char **argv) {
              cmd);
     return bad_usage(msg);
   }
+
+  /* COMMAND --help: the usage, which covers every command */
+  for (int i = 2; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    }
 
   flyte_config cfg;
   char err[512];

@@ -40,3 +40,55 @@ describe("flyte-host dev", function()
     assert.equal(0, dev:wait_exit(10))
   end)
 end)
+
+describe("flyte-host dev, as an author runs it", function()
+  -- from a folder of the author's own: dev must leave nothing in it
+  local function in_folder(argv)
+    local dir = testing.tmpdir()
+    os.execute("cp packs/jira.lua spec/fixtures/host/broken_handler.lua " .. dir)
+    local words = { "cd", dir, "&&", "exec" }
+    for _, a in ipairs(argv) do words[#words + 1] = "'" .. a .. "'" end
+    return testing.spawn({ "sh", "-c", table.concat(words, " ") }), dir
+  end
+
+  local function listing(dir)
+    local p = io.popen("ls -A " .. dir)
+    local names = p:read("a")
+    p:close()
+    return names
+  end
+
+  it("runs twice at once: each on its own --port, health on a free port",
+    function()
+      local a_port, b_port = core.free_port(), core.free_port()
+      local a, dir = in_folder({ testing.binary(), "dev", "jira.lua",
+        "--port", a_port })
+      local b = in_folder({ testing.binary(), "dev", "jira.lua", "--port",
+        b_port })
+      local health_a = a:wait_log("health on port (%d+)")
+      local health_b = b:wait_log("health on port (%d+)")
+      assert.are_not.equal(health_a, health_b)
+      assert.equal(200, (testing.get("http://127.0.0.1:" .. health_b .. "/live")))
+      a:wait_log("registered pack JiraPack")
+      b:wait_log("registered pack JiraPack")
+      assert.equal(0, a:stop())
+      assert.equal(0, b:stop())
+      -- and no flyte-outbox/ in the author's folder
+      assert.equal("broken_handler.lua\njira.lua\n", listing(dir))
+    end)
+
+  it("exits 1 for a pack that does not load, leaving nothing behind", function()
+    local dev, dir = in_folder({ testing.binary(), "dev", "broken_handler.lua",
+      "--port", core.free_port() })
+    assert.equal(1, dev:wait_exit(10))
+    assert.matches("handler must be a function", dev:log())
+    assert.equal("broken_handler.lua\njira.lua\n", listing(dir))
+  end)
+
+  it("prints its usage for dev --help", function()
+    local help = testing.spawn({ testing.binary(), "dev", "--help" })
+    assert.equal(0, help:wait_exit(5))
+    assert.matches("dev PACK.lua", help:log())
+    assert.matches("%-%-health%-port", help:log())
+  end)
+end)

@@ -48,10 +48,10 @@ describe("flyte.testing", function()
       local t0 = core.monotime()
       local ok, err = pcall(api.wait_registration, api, 10)
       assert.is_false(ok)
-      assert.matches("^flyte%-host exited with status 2 before a "
+      assert.matches("^flyte%-host exited with status 1 before a "
         .. "registration; the end of its log:\n", err)
       assert.matches("invalid.lua", err)
       assert.is_true(core.monotime() - t0 < 5)
-      assert.equal(2, host:exit_status())
+      assert.equal(1, host:exit_status())
     end)
 end)
