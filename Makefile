@@ -51,8 +51,11 @@ $(BUILD_DIR)/CMakeCache.txt: | deps
 
 configure: $(BUILD_DIR)/CMakeCache.txt
 
+# make's "Entering directory" lines from CMake's own makefiles say nothing
+# a person needs: --no-print-directory for those (an empty MAKEFLAGS so
+# that the jobserver of an outer make does not leak in)
 build: deps configure
-	cmake --build $(BUILD_DIR) -j 2
+	@MAKEFLAGS= cmake --build $(BUILD_DIR) -j 2 -- --no-print-directory
 
 run: build
 	$(BUILD_DIR)/flyte-host dev packs/jira.lua --health-port 0 \

@@ -267,7 +267,7 @@ local function waits_row(binary, case, n, settings)
 end
 
 -- BENCH_WAITS=echo,http100 runs some of the cases only.
-local function wanted(list, key)
+local function listed(list, key)
   if not list or list == "" then return true end
   for name in list:gmatch("[^,%s]+") do
     if name == key then return true end
@@ -278,7 +278,7 @@ end
 local function bench_waits(report)
   report.waits = { previous_binary = PREV }
   for _, case in ipairs(WAITS) do
-    if not wanted(os.getenv("BENCH_WAITS"), case.key) then goto next end
+    if not listed(os.getenv("BENCH_WAITS"), case.key) then goto next end
     for _, outbox in ipairs { "on", "off" } do
       local settings = outbox == "off" and { FLYTE_OUTBOX = "off" } or {}
       report.waits[case.key .. "_outbox_" .. outbox] = {

@@ -21,8 +21,11 @@ M.is_event_def = schema.is_event_def
 function M.event(def, payload)
   local name = schema.event_name(def)
   if not name then
+    local swapped = schema.event_name(payload) ~= nil
     error("flyte.event: the first argument must be an event definition or "
-      .. "a non-empty name, got " .. type(def), 2)
+      .. "a non-empty name, got " .. type(def) .. (swapped and
+        " (the arguments are swapped: flyte.event(definition, payload))"
+        or ""), 2)
   end
   return { event = name, payload = payload }
 end

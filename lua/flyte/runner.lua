@@ -37,11 +37,37 @@ local function fatal(text)
 end
 
 local function describe(v)
+  if schema.is_event_def(v) then
+    local name = schema.event_name(v)
+    return string.format("the event definition '%s' itself (call it to "
+      .. "build an event: %s { ... })", name, name)
+  end
   if type(v) == "table" then
     return "a table with no event name (build events with an event "
       .. "definition, flyte.event or flyte.fatal)"
   end
   return "a " .. type(v) .. " (" .. tostring(v) .. ")"
+end
+
+-- "module 'x' not found:" and the 20 lines of places Lua looked: one line,
+-- naming where beside the pack it looked (the rest is the Lua path).
+local function short_error(msg, dir)
+  if type(msg) ~= "string" then return msg end
+  local head, name = msg:match("^(.-module '([^']+)' not found):")
+  if not head then return msg end
+  local file = name:gsub("%.", "/")
+  return string.format("%s (looked for %s/%s.lua and %s/%s/init.lua beside "
+    .. "the pack, then on the Lua path)", head, dir or ".", file, dir or ".",
+    file)
+end
+
+-- Where a value was made, "file:line", when the source says so: for an
+-- error raised through a tail call, which has lost the caller's line.
+local function position_of(fn)
+  local info = type(fn) == "function" and debug.getinfo(fn, "S")
+  if info and info.short_src and info.linedefined > 0 then
+    return info.short_src .. ":" .. info.linedefined
+  end
 end
 
 -- The source of every file loaded from the pack's directory by M.load, by
@@ -63,6 +89,7 @@ end
 -- Returns the pack table, or nil and a message.
 function M.load(path, snapshot)
   local dir = path:match("^(.*)/[^/]*$") or "."
+  M.pack_dir = dir
   local template = dir .. "/?.lua;" .. dir .. "/?/init.lua"
   local function source_of(file)
     local text = snapshot and snapshot[file]
@@ -91,6 +118,24 @@ function M.load(path, snapshot)
   if not chunk then return nil, why end
   local ok, pack = pcall(chunk)
   if not ok then
+    pack = short_error(pack, dir)
+    -- `return flyte.pack { ... }` is a tail call: its error has lost the
+    -- line. The bad field's name is in the message; the line is the first
+    -- that sets it.
+    local field = type(pack) == "string" and not pack:match("^[^:]+:%d+:")
+      and pack:match("^pack%.([%w_.]+) ")
+    field = field and field:match("([%a_][%w_]*)$")
+    if field then
+      local n = 0
+      for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+        n = n + 1
+        if line:match("[^%w_]" .. field .. "%s*=") or line:match("^" .. field
+            .. "%s*=") then
+          pack = path .. ":" .. n .. ": " .. pack
+          break
+        end
+      end
+    end
     return nil, path .. ": error while loading the pack: " .. tostring(pack)
   end
   local valid, invalid = schema.check_pack(pack)
@@ -153,8 +198,15 @@ function M.run(pack, command, input, input_error)
       return fatal(string.format("command '%s' raised a table that cannot be "
         .. "encoded as JSON: %s", command, body))
     end
+    local msg = short_error(tostring(event), M.pack_dir)
+    -- an error with no position (raised through a tail call): say which
+    -- handler it came from
+    if not msg:match("^[^:]+:%d+:") then
+      local where = position_of(cmd.handler)
+      if where then msg = msg .. " (in the handler at " .. where .. ")" end
+    end
     return fatal(string.format("command '%s' raised an error: %s",
-      command, tostring(event)))
+      command, msg))
   end
 
   local name = type(event) == "table" and event.event

@@ -125,8 +125,18 @@ function M.load(path)
   local pack, err = runner.load(path)
   package.path = old
   if not pack then error(err, 2) end
-  local self = setmetatable({ path = path, pack = pack, events = {} }, Pack)
+  -- the events it declares, for send_event's warning while it runs (the
+  -- state may load other packs meanwhile)
+  local self = setmetatable({ path = path, pack = pack, events = {},
+    log_lines = {}, declared = flyte._declared_events }, Pack)
+  flyte._declared_events = nil
   return self
+end
+
+--- What the pack (and the host's rules) logged in invoke and observe so
+-- far: { { level =, message =, fields = }, ... }, oldest first.
+function Pack:logs()
+  return self.log_lines
 end
 
 -- What flyte-host keeps from pack code (state.c): os.exit raises, and
@@ -136,12 +146,24 @@ local EXIT_REFUSED = "os.exit is not allowed in pack code: the host runs "
   .. "other actions too (return an event, flyte.fatal for a failure, or "
   .. "raise an error)"
 
-local function as_in_host(fn, ...)
-  local exit, sethook = os.exit, debug.sethook
+-- What the pack and the host's rules log while it runs goes to pack:logs()
+-- rather than to the spec's output: an invocation that is meant to fail
+-- would otherwise print an ERROR line and its traceback in every run.
+-- FLYTE_TEST_LOG=1 prints them as well.
+local function as_in_host(pack, fn, ...)
+  local exit, sethook, log = os.exit, debug.sethook, core.log
+  local declared = flyte._declared_events
+  flyte._declared_events = pack.declared
   os.exit = function() error(EXIT_REFUSED, 0) end -- luacheck: ignore 122
   debug.sethook = nil -- luacheck: ignore 122
+  core.log = function(level, message, fields)
+    pack.log_lines[#pack.log_lines + 1] = { level = level, message = message,
+      fields = fields and core.json_decode(fields) or nil }
+    if os.getenv("FLYTE_TEST_LOG") then log(level, message, fields) end
+  end
   local results = table.pack(pcall(fn, ...))
-  os.exit, debug.sethook = exit, sethook -- luacheck: ignore 122
+  os.exit, debug.sethook, core.log = exit, sethook, log -- luacheck: ignore 122
+  flyte._declared_events = declared
   if not results[1] then error(results[2], 0) end
   return table.unpack(results, 2, results.n)
 end
@@ -165,7 +187,7 @@ function Pack:invoke(command, input)
   -- a task, as in the host: waiting yields, flyte.spawn works, and the
   -- command's timeout cuts it at its deadline
   local timeout = runner.timeout_of(self.pack, command)
-  local ok, body, why = as_in_host(core.run, timeout or 0, runner.run,
+  local ok, body, why = as_in_host(self, core.run, timeout or 0, runner.run,
     self.pack, command, decoded, input_error)
   flyte._event_sink = nil
   if not ok then
@@ -376,7 +398,7 @@ function Pack:observe(opts)
     return true
   end
   -- a task, as in the host, cut after `timeout` seconds of real time
-  local ok, why, err = as_in_host(core.run, timeout, self.pack.observe)
+  local ok, why, err = as_in_host(self, core.run, timeout, self.pack.observe)
   flyte._clock, flyte._event_sink = saved_clock, saved_sink
   if problem then error(problem, 2) end
   if not ok and why == "timeout" then

@@ -158,9 +158,16 @@ describe("flyte", function()
       }, pack:sent_events())
     end)
 
-    it("returns true outside a host when nothing captures events", function()
-      assert.is_true(flyte.send_event(flyte.event("Seen", { n = 1 })))
-    end)
+    it("returns true outside a host when nothing captures events, and logs it",
+      function()
+        local core = require "flyte.core"
+        local log, lines = core.log, {}
+        core.log = function(level, msg) lines[#lines + 1] = level .. " " .. msg end
+        finally(function() core.log = log end)
+        assert.is_true(flyte.send_event(flyte.event("Seen", { n = 1 })))
+        assert.matches('^info event not sent %(no flyte%-host%): {"createdAt":"[^"]+",'
+          .. '"event":"Seen","payload":{"n":1}}$', lines[1])
+      end)
 
     it("returns nil and a message naming the path for a payload with no JSON form",
       function()
