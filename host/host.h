@@ -121,6 +121,13 @@ flyte_gen *flyte_host_new_gen(flyte_host *h, flyte_pack **pack, char *err,
  * brings the first command). Called by one thread at a time. */
 int flyte_host_start_workers(flyte_host *h);
 
+/* Told of each reload (any thread; set before flyte_host_run): ok, and for
+ * a failure the error; `at` is RFC 3339, `serving` when the code that
+ * serves was loaded. For flyte-host dev's page. */
+typedef void (*flyte_reload_fn)(void *ud, int ok, const char *error,
+                                const char *at, const char *serving);
+void flyte_host_on_reload(flyte_reload_fn fn, void *ud);
+
 /* reload.c: watching the pack's files and reloading on change or SIGHUP. */
 int flyte_reload_start(flyte_host *h);
 void flyte_reload_request(flyte_host *h); /* from the signal thread */

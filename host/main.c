@@ -248,6 +248,11 @@ static char *first_command(const char *registration) {
   return copy;
 }
 
+static void dev_code(void *ud, int ok, const char *error, const char *at,
+                     const char *serving) {
+  flyte_standin_set_code(ud, ok, error, at, serving);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int type,
                         struct FTW *ftw) {
   (void)st, (void)type, (void)ftw;
@@ -353,6 +358,9 @@ static int cmd_dev(flyte_config *c) {
           api, api, api, command, api);
   free(command);
 
+  /* the page shows a failed reload, and which code serves */
+  flyte_host_on_reload(dev_code, dev.standin);
+
   pthread_t sender;
   int sending = 0;
   if (send.command) {
@@ -360,6 +368,7 @@ static int cmd_dev(flyte_config *c) {
     sending = pthread_create(&sender, NULL, dev_send_main, &send) == 0;
   }
   rc = flyte_host_run(c, c->args[0]);
+  flyte_host_on_reload(NULL, NULL);
   if (sending) {
     pthread_mutex_lock(&dev.mu);
     int registered = dev.registered;

@@ -29,6 +29,17 @@ static void set_files(flyte_host *h, const flyte_gen *g) {
     flyte_debug("watching %zu file(s) for changes", g->sources.n);
 }
 
+static flyte_reload_fn listener;
+static void *listener_ud;
+static char serving[40]; /* when the code that serves was loaded */
+
+void flyte_host_on_reload(flyte_reload_fn fn, void *ud) {
+  listener = fn;
+  listener_ud = ud;
+  flyte_time_rfc3339(serving, sizeof serving, 3); /* the code of the start */
+  if (fn) fn(ud, 1, NULL, NULL, serving);
+}
+
 /* file: the file whose change set it off, or NULL for SIGHUP */
 static void reload(flyte_host *h, const char *file) {
   char err[1024], why[600];
@@ -52,6 +63,7 @@ static void reload(flyte_host *h, const char *file) {
              file ? file : h->pack_path);
     snprintf(h->reload_at, sizeof h->reload_at, "%s", when);
     pthread_mutex_unlock(&h->mu);
+    if (listener) listener(listener_ud, 0, err, when, serving);
     return;
   }
   flyte_metrics_reload(h->metrics, 1);
@@ -72,6 +84,8 @@ static void reload(flyte_host *h, const char *file) {
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
   flyte_host_wake_workers(h);
+  snprintf(serving, sizeof serving, "%s", when);
+  if (listener) listener(listener_ud, 1, NULL, when, serving);
 
   pthread_mutex_lock(&h->health_mu);
   flyte_pack *old = h->health_pack;

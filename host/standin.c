@@ -124,6 +124,7 @@ struct flyte_standin {
   long connections;
   long slow_now, slow_peak; /* /dev/slow requests waiting, and the most */
   char *authorization;
+  json_t *code; /* flyte_standin_set_code's, or NULL */
   fault_rec *faults; /* in the order asked for */
   size_t nfaults, faults_cap;
   long faults_served;
@@ -1324,11 +1325,24 @@ static json_t *watch_json(flyte_standin *s) {
     json_decref(events);
     return NULL;
   }
-  return json_pack("{s:I, s:o, s:o, s:o, s:I, s:I}", "revision",
+  return json_pack("{s:I, s:o, s:o, s:o, s:I, s:I, s:O?}", "revision",
                    (json_int_t)s->revision, "packs", packs, "actions",
                    actions, "events", events, "total_actions",
                    (json_int_t)s->nactions, "total_events",
-                   (json_int_t)s->nevents);
+                   (json_int_t)s->nevents, "code", s->code);
+}
+
+void flyte_standin_set_code(flyte_standin *s, int ok, const char *error,
+                            const char *at, const char *serving) {
+  json_t *code = json_pack("{s:s, s:s?, s:s?, s:s?}", "reload",
+                           at == NULL ? "none" : ok ? "success" : "failure",
+                           "error", error, "at", at, "serving", serving);
+  if (code == NULL) return;
+  pthread_mutex_lock(&s->lock);
+  json_decref(s->code);
+  s->code = code;
+  touch_locked(s);
+  pthread_mutex_unlock(&s->lock);
 }
 
 /* GET /dev/watch[?since=R]: watch_json at once without `since`; with it,
@@ -1756,6 +1770,7 @@ void flyte_standin_stop(flyte_standin *s) {
   pthread_cond_destroy(&s->wake);
   pthread_cond_destroy(&s->changed);
   pthread_mutex_destroy(&s->lock);
+  json_decref(s->code);
   free(s->jwt);
   free(s);
 }

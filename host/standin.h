@@ -37,6 +37,11 @@ int flyte_standin_port(const flyte_standin *s);
 long flyte_standin_enqueue(flyte_standin *s, const char *pack_id,
                            const char *command, const char *input_json,
                            char *err, unsigned long errlen);
+/* What the host in the same process says of its code, for the dev page
+ * (GET /dev/watch shows it as "host"): whether the last reload worked, its
+ * error and time, and when the code that serves was loaded. Any thread. */
+void flyte_standin_set_code(flyte_standin *s, int ok, const char *error,
+                            const char *at, const char *serving);
 void flyte_standin_stop(flyte_standin *s);
 
 #endif

@@ -2,8 +2,11 @@
 // devpage.js - clicks through flyte-host dev's web page in a real browser:
 // Debian's chromium, headless, driven by playwright-core.
 //
-//   node spec/browser/devpage.js URL [--screenshot FILE]
+//   node spec/browser/devpage.js URL [--screenshot FILE] [--pack FILE]
 //   node spec/browser/devpage.js URL --waiting
+//
+// --pack FILE: the pack file dev runs (a copy): it is broken, to see the
+// page show the failed reload, then put back.
 //
 // It starts nothing itself: spec/host/devpage_spec.lua starts
 // `flyte-host dev packs/jira.lua` (or, for --waiting, a stand-in that no
@@ -31,11 +34,13 @@ function usage(message) {
 }
 
 function parseArgs(argv) {
-  const opts = {url: null, screenshot: null, waiting: false};
+  const opts = {url: null, screenshot: null, waiting: false, pack: null};
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--waiting") opts.waiting = true;
     else if (argv[i] === "--screenshot" && i + 1 < argv.length)
       opts.screenshot = argv[++i];
+    else if (argv[i] === "--pack" && i + 1 < argv.length)
+      opts.pack = argv[++i];
     else if (!argv[i].startsWith("--") && opts.url === null) opts.url = argv[i];
     else usage("unexpected argument '" + argv[i] + "'");
   }
@@ -86,6 +91,16 @@ async function checkSendAction(page, opts) {
     check(await page.locator("#command").inputValue() === "createIssue",
       "createIssue is not the command selected");
   });
+  await step("offers {} as the input's placeholder before any action",
+    async () => {
+      check(await page.locator("#input").getAttribute("placeholder") === "{}",
+        "the placeholder is " +
+        await page.locator("#input").getAttribute("placeholder"));
+    });
+  await step("says which code serves", async () => {
+    await page.locator("#code").getByText("Serving the code loaded at")
+      .waitFor();
+  });
   await step("shows the pack's events", async () => {
     const text = await page.locator("#pack-events").innerText();
     check(text.includes("IssueCreated") && text.includes("IssueCreationError"),
@@ -126,7 +141,8 @@ async function checkSendAction(page, opts) {
     async () => {
       fatalId = await page.evaluate(async () => {
         const res = await fetch("/dev/actions", {method: "POST",
-          body: JSON.stringify({command: "nope", input: {}})});
+          body: JSON.stringify({command: "nope", input: {},
+            any_command: true})});
         return (await res.json()).id;
       });
       const entry = results.locator(`.entry[data-action-id="${fatalId}"]`);
@@ -151,6 +167,33 @@ async function checkSendAction(page, opts) {
     check(isRed(colors.border) && isRed(colors.text),
       "the FATAL entry is not red: " + JSON.stringify(colors));
   });
+  await step("offers the input last sent to the command as its placeholder",
+    async () => {
+      await page.locator("#input").fill("");
+      const placeholder = await page.locator("#input")
+        .getAttribute("placeholder");
+      check(JSON.parse(placeholder).project === "FOO",
+        "the placeholder is " + placeholder);
+    });
+  if (opts.pack) {
+    const good = fs.readFileSync(opts.pack, "utf8");
+    await step("shows a failed reload in red, and which code serves",
+      async () => {
+        fs.writeFileSync(opts.pack, good + "\nthis is not Lua\n");
+        const code = page.locator("#code.failed");
+        await code.getByText("Reload failed").waitFor();
+        const text = await code.innerText();
+        check(text.includes("still serving the code loaded at"),
+          "the banner does not say which code serves: " + text);
+        check(isRed(await code.evaluate((n) => getComputedStyle(n).color)),
+          "the failed reload is not red");
+      });
+    await step("clears it once a reload works", async () => {
+      fs.writeFileSync(opts.pack, good);
+      await page.locator("#code:not(.failed)")
+        .getByText("Serving the code loaded at").waitFor();
+    });
+  }
   if (opts.screenshot) {
     await step("takes a screenshot to " + opts.screenshot, async () => {
       await page.screenshot({path: opts.screenshot, fullPage: true});
