@@ -296,6 +296,7 @@ static int apply(flyte_config *c, const setting *s, const char *from,
                   value);
     if (strcmp(s->flag, "--port") == 0) {
       c->dev_port = (int)num;
+      c->dev_port_set = 1;
     } else {
       c->health_port = (int)num;
       c->health_port_set = 1;

@@ -37,6 +37,7 @@ typedef struct {
   int outbox_sync;        /* FLYTE_OUTBOX_SYNC: 1 always (default), 0 off */
   /* `dev` only */
   int dev_port;           /* --port: the stand-in API's port */
+  int dev_port_set;       /* given by the user */
   char *dev_send;         /* --send 'COMMAND [INPUT_JSON]' */
   /* what is left on the command line, in order; borrowed from argv */
   char **args;

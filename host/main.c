@@ -22,6 +22,7 @@
 #include "log.h"
 #include "pack.h"
 #include "standin.h"
+#include "stub.h"
 
 #ifndef FLYTE_VERSION
 #define FLYTE_VERSION "0.0.0"
@@ -50,6 +51,9 @@ static const char usage[] =
     "                        unless --outbox\n"
     "  standin               run the stand-in flyte-api alone (--port, 0 for "
     "any)\n"
+    "  stub [ROUTES_JSON]    a scripted HTTP server on 127.0.0.1 for specs\n"
+    "                        (--port, default any; see flyte.testing's\n"
+    "                        http_stub)\n"
     "  test [BUSTED ARGS]    run busted specs with flyte and flyte.testing on\n"
     "                        the path\n"
     "  --help, --version\n"
@@ -195,6 +199,30 @@ static int cmd_standin(const flyte_config *c) {
   fflush(stdout);
   wait_for_signal();
   flyte_standin_stop(s);
+  return 0;
+}
+
+/* `stub [--port N] [ROUTES_JSON]`: flyte.testing's http_stub. */
+static int cmd_stub(const flyte_config *c) {
+  char err[512];
+  if (c->nargs > 1) return bad_usage("stub takes at most one argument, "
+                                     "ROUTES_JSON");
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  flyte_stub *s = flyte_stub_start(c->dev_port_set ? c->dev_port : 0,
+                                   c->nargs ? c->args[0] : NULL, err,
+                                   sizeof err);
+  if (s == NULL) {
+    fprintf(stderr, "flyte-host: stub: %s\n", err);
+    return 2;
+  }
+  printf("stub on http://127.0.0.1:%d\n", flyte_stub_port(s));
+  fflush(stdout);
+  wait_for_signal();
+  flyte_stub_stop(s);
   return 0;
 }
 
@@ -443,7 +471,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "test") == 0) return cmd_test(argc - 2, argv + 2);
 
   static const char *const commands[] = {"run", "check", "invoke", "dev",
-                                         "standin", NULL};
+                                         "standin", "stub", NULL};
   int known = 0;
   for (int i = 0; commands[i]; i++) known |= strcmp(cmd, commands[i]) == 0;
   if (!known) {
@@ -483,6 +511,8 @@ int main(int argc, char **argv) {
     rc = cmd_invoke(&cfg);
   } else if (strcmp(cmd, "dev") == 0) {
     rc = cmd_dev(&cfg);
+  } else if (strcmp(cmd, "stub") == 0) {
+    rc = cmd_stub(&cfg);
   } else {
     rc = cmd_standin(&cfg);
   }

@@ -646,6 +646,45 @@ function Api:stop()
   return self.process:stop()
 end
 
+--- A stub of another service --------------------------------------------------
+
+local Stub = {}
+Stub.__index = Stub
+
+--- Starts a scripted HTTP server on 127.0.0.1 (`flyte-host stub`), for
+-- specs of packs that call other services: point the pack at stub.url.
+-- routes: "METHOD /path" -> { status = 200, headers = {}, body = a string
+-- (sent as it is) or a table (sent as JSON), delay = seconds }. Any other
+-- request is answered 200 with the request itself as JSON.
+function M.http_stub(routes)
+  local process = M.spawn({ M.binary(), "stub", "--port", "0",
+    core.json_encode(routes or {}) })
+  local url = process:wait_log("stub on (http://127%.0%.0%.1:%d+)")
+  return setmetatable({ url = url, process = process }, Stub)
+end
+
+--- Adds or replaces routes while it runs.
+function Stub:route(routes)
+  local res = request("POST", self.url .. "/_stub/routes", routes)
+  assert(res.status == 204, "stub:route: HTTP " .. res.status .. " " .. res.body)
+end
+
+--- The requests it received so far, oldest first: { method, path, query,
+-- headers (names lower-cased), body }.
+function Stub:requests()
+  local res = request("GET", self.url .. "/_stub/requests")
+  return assert(core.json_decode(res.body))
+end
+
+--- Forgets the requests received so far.
+function Stub:clear()
+  request("DELETE", self.url .. "/_stub/requests")
+end
+
+function Stub:stop()
+  return self.process:stop()
+end
+
 --- A real flyte-host ------------------------------------------------------------
 
 --- Starts `flyte-host run pack_path` against api (an Api or a URL).

@@ -9,7 +9,6 @@
 -- PENDING.
 local testing = require "flyte.testing"
 local flyte = require "flyte"
-local stub = require "support.stub"
 
 local PACK = "spec/fixtures/host/cases.lua"
 local PACK_ID = "Cases.team.ops"
@@ -21,7 +20,7 @@ describe("the token", function()
     local api, host, listener
 
     lazy_setup(function()
-      listener = stub.start()
+      listener = testing.http_stub()
       api = testing.api { jwt = JWT }
       host = testing.host(PACK, api, { FLYTE_JWT = JWT, FLYTE_WORKERS = 1,
         FLYTE_SHUTDOWN_GRACE = 1 })
@@ -104,21 +103,21 @@ describe("the token", function()
     local listener, taker, registrar, root, host
 
     lazy_setup(function()
-      listener = stub.start()
-      taker = stub.start {
+      listener = testing.http_stub()
+      taker = testing.http_stub {
         ["POST /v1/packs/" .. PACK_ID .. "/actions/take"] = { status = 200, body = {
           command = "echo", input = { n = 1 },
           links = { { href = listener.url .. "/v1/packs/" .. PACK_ID .. "/actions/1/result",
             rel = "http://api/swagger#/actionResult" } } } },
       }
-      registrar = stub.start {
+      registrar = testing.http_stub {
         ["POST /v1/packs"] = { status = 201, body = { id = PACK_ID, links = {
           { href = taker.url .. "/v1/packs/" .. PACK_ID .. "/actions/take",
             rel = "http://api/swagger#!/action/takeAction" },
           { href = taker.url .. "/v1/packs/" .. PACK_ID .. "/events",
             rel = "http://api/swagger#/event" } } } },
       }
-      root = stub.start {
+      root = testing.http_stub {
         ["GET /v1"] = { status = 200, body = { links = {
           { href = registrar.url .. "/v1/packs", rel = "http://api/swagger#!/pack/listPacks" },
           { href = taker.url .. "/health", rel = "http://api/swagger#!/info/health" } } } },

@@ -2,7 +2,7 @@
 -- packs/github/client.lua), against a stub of GitHub's API on 127.0.0.1.
 local flyte = require "flyte"
 local testing = require "flyte.testing"
-local http_stub = require "support.stub"
+
 local env = require "support.env"
 
 local function quote(s)
@@ -15,7 +15,7 @@ describe("packs/github.lua", function()
 
   setup(function()
     local issue = "https://github.com/acme/app/issues/12"
-    github = http_stub.start {
+    github = testing.http_stub {
       ["POST /repos/acme/app/issues/12/comments"] = { status = 201,
         body = { id = 1, html_url = issue .. "#issuecomment-1" } },
       ["PATCH /repos/acme/app/issues/12"] = { status = 200,

@@ -1,10 +1,10 @@
 -- The Jira example pack, in-process with flyte.testing. Without JIRA_URL it
 -- makes up issue numbers; with JIRA_URL it calls Jira's REST API, here a
--- stub server (spec/support/http_stub.lua) on 127.0.0.1.
+-- stub server (testing.http_stub: flyte-host stub) on 127.0.0.1.
 local flyte = require "flyte"
 local core = require "flyte.core"
 local testing = require "flyte.testing"
-local http_stub = require "support.stub"
+
 local env = require "support.env"
 
 -- Sets the Jira settings for the rest of the test (unset unless given);
@@ -50,7 +50,7 @@ describe("packs/jira.lua", function()
     setup(function()
       local created = { status = 201, body = { id = "10000", key = "FOO-1",
         self = "https://jira.example.com/rest/api/2/issue/10000" } }
-      jira = http_stub.start {
+      jira = testing.http_stub {
         ["POST /rest/api/2/issue"] = created,
         ["POST /refusing/rest/api/2/issue"] = { status = 400, body = {
           errorMessages = {}, errors = {

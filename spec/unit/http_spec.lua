@@ -1,10 +1,9 @@
 -- flyte.http.request against servers on 127.0.0.1: the stand-in flyte-api
--- (flyte-host standin) and spec/support/http_stub.lua, which echoes what it
+-- (flyte-host standin) and testing.http_stub (flyte-host stub), which echoes what it
 -- receives.
 local flyte = require "flyte"
 local core = require "flyte.core"
 local testing = require "flyte.testing"
-local stub = require "support.stub"
 
 local request = flyte.http.request
 
@@ -13,7 +12,7 @@ describe("flyte.http.request", function()
 
   setup(function()
     api = testing.api()
-    echo = stub.start {
+    echo = testing.http_stub {
       ["GET /tagged"] = { status = 200, body = "tagged",
         headers = { ["X-Request-Id"] = "abc-123" } },
     }

@@ -55,3 +55,40 @@ describe("flyte.testing", function()
       assert.equal(1, host:exit_status())
     end)
 end)
+
+describe("testing.http_stub", function()
+  local flyte = require "flyte"
+
+  it("answers its routes, echoes the rest, and records what came", function()
+    local stub = testing.http_stub {
+      ["POST /rest/api/2/issue"] = { status = 201,
+        body = { id = "10000", key = "FOO-1" } },
+      ["GET /text"] = { body = "plain", headers = { ["X-Kind"] = "text" } },
+    }
+    local res = assert(flyte.http.request { method = "POST",
+      url = stub.url .. "/rest/api/2/issue", body = { fields = { n = 1 } } })
+    assert.same({ 201, "application/json", { id = "10000", key = "FOO-1" } },
+      { res.status, res.headers["content-type"], flyte.json.decode(res.body) })
+    res = assert(flyte.http.request { url = stub.url .. "/text" })
+    assert.same({ 200, "text", "plain" },
+      { res.status, res.headers["x-kind"], res.body })
+    res = assert(flyte.http.request { url = stub.url .. "/else?a=1%202",
+      headers = { ["X-Trace"] = "t1" } })
+    local echoed = flyte.json.decode(res.body)
+    assert.same({ "GET", "/else", "a=1%202", "t1" },
+      { echoed.method, echoed.path, echoed.query, echoed.headers["x-trace"] })
+    local seen = stub:requests()
+    assert.equal(3, #seen)
+    assert.same({ fields = { n = 1 } }, flyte.json.decode(seen[1].body))
+    stub:clear()
+    assert.same({}, stub:requests())
+  end)
+
+  it("takes new routes while it runs", function()
+    local stub = testing.http_stub()
+    stub:route { ["GET /later"] = { status = 503, body = "busy" } }
+    local res = assert(flyte.http.request { url = stub.url .. "/later" })
+    assert.same({ 503, "busy" }, { res.status, res.body })
+    assert.has_error(function() stub:route { ["nonsense"] = {} } end)
+  end)
+end)
