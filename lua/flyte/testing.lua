@@ -38,17 +38,24 @@ local owned = {} -- owner -> list of cleanups, oldest first
 local order = {} -- owners, oldest first (for the end of the run)
 local running = {} -- busted's files and tests under way, innermost last
 
-local function owner()
-  local top = running[#running]
-  if top and top.kind == "test" then return top.element end
+local function file_owner()
   for i = #running, 1, -1 do
     if running[i].kind == "file" then return running[i].element end
   end
   return RUN
 end
 
-local function own(cleanup)
-  local o = owner()
+local function owner()
+  local top = running[#running]
+  if top and top.kind == "test" then return top.element end
+  return file_owner()
+end
+
+-- at_file_end: when the spec file ends, even if a test made it (a process's
+-- log folder: busted's after_each runs after the test has ended, and may
+-- still read the log or the exit status)
+local function own(cleanup, at_file_end)
+  local o = at_file_end and file_owner() or owner()
   if not owned[o] then
     owned[o] = {}
     order[#order + 1] = o
@@ -427,12 +434,12 @@ end
 
 --- A new empty directory under /tmp (for a spec's packs, outboxes, logs).
 -- It is removed, with what is in it, when the test that made it ends.
-function M.tmpdir()
+function M.tmpdir(at_file_end)
   local p = assert(io.popen("mktemp -d /tmp/flyte-spec.XXXXXX"))
   local dir = p:read("l")
   p:close()
   if dir and dir:match("^/tmp/flyte%-spec%.[%w]+$") then
-    own(function() os.execute("rm -rf '" .. dir .. "'") end)
+    own(function() os.execute("rm -rf '" .. dir .. "'") end, at_file_end)
   end
   return dir
 end
@@ -456,7 +463,7 @@ Process.__index = Process
 --- Starts `argv` (a list) with extra environment `env` (a table) in the
 -- background; its output goes to a log file.
 function M.spawn(argv, env)
-  local dir = tmpdir()
+  local dir = tmpdir(true) -- its log: kept until the spec file ends
   local words = { "env" }
   for k, v in pairs(env or {}) do words[#words + 1] = quote(k .. "=" .. v) end
   for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
@@ -489,8 +496,10 @@ end
 
 --- The exit status once it has exited, else nil.
 function Process:exit_status()
+  if self.status then return self.status end
   local text = read_file(self.rc_path)
-  return text and tonumber(text:match("%d+"))
+  self.status = text and tonumber(text:match("%d+"))
+  return self.status
 end
 
 function Process:signal(name)

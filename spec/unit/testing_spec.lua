@@ -19,7 +19,7 @@ describe("flyte.testing", function()
     local out = testing.tmpname()
     finally(function() os.remove(out) end)
     local cmd = string.format("FORGETFUL_OUT=%s FLYTE_HOST_BIN=%s lua5.4 "
-      .. "/usr/bin/busted --cpath='%s' spec/fixtures/specs/forgetful_spec.lua "
+      .. "/usr/bin/busted --cpath='%s' spec/fixtures/specs/forgetful.lua "
       .. ">%s.log 2>&1", out, testing.binary(),
       package.cpath:match("[^;]*build[^;]*%?%.so") or "build/?.so", out)
     local ok = os.execute(cmd)
