@@ -146,13 +146,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
   (void)version, (void)upload;
   if (*con_cls == NULL) { /* first call: headers only */
     *con_cls = h;
-    request_due(h, c, 1);
     return MHD_YES;
   }
-  if (*upload_size) { /* ignore any body */
+  if (*upload_size) { /* ignore any body (it still has REQUEST_TIME) */
     *upload_size = 0;
     return MHD_YES;
   }
+  request_due(h, c, 1); /* the whole request is in */
   struct MHD_Response *r;
   int status = 500;
   const char *type = "application/json";

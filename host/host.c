@@ -244,8 +244,17 @@ static char *health_answer(void *ud, const char *path, int *status,
   }
   if (strcmp(path, "/live") == 0) {
     /* a thread stuck in pack code burns a CPU for good: with as many of
-     * them as workers, only a restart gives the host back */
-    int stuck = atomic_load(&h->stuck_workers);
+     * them as workers, only a restart gives the host back; so too when no
+     * worker serves any more */
+    int stuck = atomic_load(&h->stuck_workers), serving = 0;
+    int n = atomic_load(&h->nworkers);
+    for (int i = 0; i < n; i++) serving += flyte_worker_alive(h->workers[i]);
+    if (n > 0 && serving == 0 && stuck < h->cfg->workers &&
+        !atomic_load(&h->stopping)) {
+      *status = 503;
+      return dump(json_pack("{s:b, s:s}", "live", 0, "reason",
+                            "no worker thread serves"));
+    }
     if (stuck >= h->cfg->workers) {
       char why[160];
       snprintf(why, sizeof why, "%d worker thread%s stuck in pack code "
@@ -615,6 +624,7 @@ static int start_workers_locked(flyte_host *h) {
   h->cap_workers = 2 * h->cfg->workers;
   h->workers = calloc((size_t)h->cap_workers, sizeof *h->workers);
   if (h->workers == NULL) return -1;
+  h->workers_started = h->cfg->workers;
   for (int i = 0; i < h->cfg->workers; i++) {
     if ((h->workers[i] = flyte_worker_start(h, i + 1)) == NULL) {
       flyte_error("cannot start worker %d", i + 1);
@@ -668,6 +678,25 @@ static int join_in_grace(flyte_host *h, pthread_t t, double extra) {
  * the others with theirs or their results, posted by the replacement.
  * At most FLYTE_WORKERS replacements; past that a healthy worker posts
  * them (and /live fails: see health_answer). */
+/* A slot for a new worker: a free one, or that of a replaced worker whose
+ * thread has ended (its struct goes to the graveyard, freed at exit: other
+ * threads may still be reading it). -1 when none. */
+static int worker_slot(flyte_host *h) {
+  int total = atomic_load(&h->nworkers);
+  if (total < h->cap_workers) return total;
+  for (int k = 0; k < total; k++) {
+    flyte_worker *old = h->workers[k];
+    if (!flyte_worker_ended(old) || flyte_worker_serving(old)) continue;
+    flyte_worker **grown =
+        realloc(h->graveyard, (size_t)(h->ngraveyard + 1) * sizeof *grown);
+    if (grown == NULL) return -1;
+    h->graveyard = grown;
+    h->graveyard[h->ngraveyard++] = old;
+    return k;
+  }
+  return -1;
+}
+
 static void watch_workers(flyte_host *h) {
   double now = flyte_monotime();
   int n = atomic_load(&h->nworkers);
@@ -675,18 +704,20 @@ static void watch_workers(flyte_host *h) {
     flyte_worker *w = h->workers[i];
     if (!flyte_worker_check_stuck(w, now, STUCK_AFTER)) continue;
     flyte_worker *to = NULL;
-    int total = atomic_load(&h->nworkers);
-    if (total < h->cap_workers &&
-        (to = flyte_worker_start(h, total + 1)) != NULL) {
-      h->workers[total] = to;
-      atomic_fetch_add(&h->nworkers, 1);
+    int slot = atomic_load(&h->stuck_workers) <= h->cfg->workers
+                   ? worker_slot(h) : -1;
+    int number = ++h->workers_started;
+    if (slot >= 0 && (to = flyte_worker_start(h, number)) != NULL) {
+      h->workers[slot] = to;
+      if (slot == atomic_load(&h->nworkers)) atomic_fetch_add(&h->nworkers, 1);
       flyte_error("worker %d is stuck in pack code past a deadline, where "
                   "the host cannot interrupt it (C code such as a pattern "
                   "match, or a __gc finalizer); worker %d takes its place",
-                  i + 1, total + 1);
+                  i + 1, number);
     } else {
+      int total = atomic_load(&h->nworkers);
       for (int k = 0; k < total && to == NULL; k++)
-        if (!flyte_worker_is_stuck(h->workers[k])) to = h->workers[k];
+        if (flyte_worker_alive(h->workers[k])) to = h->workers[k];
       flyte_error("worker %d is stuck in pack code past a deadline, where "
                   "the host cannot interrupt it (C code such as a pattern "
                   "match, or a __gc finalizer); no more replacements (%d "
@@ -878,6 +909,8 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
     /* Threads stuck in pack code still use the host: end the process
      * without tearing it down under them. */
     flyte_warn("stopped, leaving threads stuck in pack code behind");
+    /* what the journal holds in memory (done records) goes to disk first */
+    if (h->outbox) flyte_outbox_wait(h->outbox, flyte_outbox_appended(h->outbox));
     fflush(NULL);
     _exit(0);
   }
@@ -896,6 +929,8 @@ cleanup:
   h->outbox = NULL;
   for (int i = 0; i < atomic_load(&h->nworkers); i++)
     flyte_worker_free(h->workers[i]);
+  for (int i = 0; i < h->ngraveyard; i++) flyte_worker_free(h->graveyard[i]);
+  free(h->graveyard);
   flyte_pack_close(h->health_pack);
   for (flyte_gen *g = h->gens, *next; g; g = next) {
     next = g->next;

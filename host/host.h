@@ -81,6 +81,9 @@ struct flyte_host {
   atomic_int nworkers;
   struct flyte_worker **workers;
   int cap_workers;       /* room in workers: FLYTE_WORKERS, twice */
+  int workers_started;   /* for the numbers in the log */
+  struct flyte_worker **graveyard; /* replaced, ended: freed at exit */
+  int ngraveyard;
   atomic_int stuck_workers; /* threads stuck in pack code (replaced) */
   atomic_int in_flight;  /* actions held, of FLYTE_CONCURRENCY */
   atomic_long lag_us;    /* the workers' worst loop lag since the last

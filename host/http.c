@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 
 #define DEFAULT_MAX_BODY (8u << 20)
+/* The most a body streamed past the cap (flyte_http_req.overflow) may be. */
+#define SINK_MAX ((size_t)1 << 30)
 #define MAX_HEADERS (64u << 10)
 #define POOL_MAX 4 /* idle calls kept for reuse: each holds some 20 KB */
 #define KEEP_BUFFER (64u << 10) /* a bigger buffer is freed on release */
@@ -105,6 +107,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   n *= size;
   if (!b->sinking && buffer_add(b, p, n) == 0) return n;
   if (b->sink == NULL) return 0;
+  /* even streamed, a body ends somewhere (a compression bomb would not) */
+  if (b->sunk > SINK_MAX - n) {
+    b->overflow = 1;
+    return 0;
+  }
   if (!b->sinking) { /* over the cap: what was kept goes first */
     b->sinking = 1;
     b->sink(b->sink_ud, b->data ? b->data : "", b->len);

@@ -39,7 +39,8 @@ typedef struct {
   /* A body over the cap is an error unless `overflow` is set: then the
    * whole body, from its first byte, goes to overflow(overflow_ud, ...) as
    * it arrives (none of it is kept), and the response is read to its end
-   * with resp->body empty and resp->overflowed its size. */
+   * (up to 1 GiB: past that, an error) with resp->body empty and
+   * resp->overflowed its size. */
   flyte_http_sink overflow;
   void *overflow_ud;
 } flyte_http_req;

@@ -49,27 +49,39 @@ static int rename_back(json_t *j, const renames *r, int depth) {
     return 0;
   }
   if (!json_is_object(j)) return 0;
-  for (;;) { /* one rename at a time: the object changes under an iterator */
-    const char *found = NULL;
-    size_t found_len = 0;
-    void *it = json_object_iter(j);
-    for (; it && !found; it = json_object_iter_next(j, it)) {
-      const char *k = json_object_iter_key(it);
-      size_t len = json_object_iter_key_len(it);
-      if (len > r->tag_len && memcmp(k, r->tag, r->tag_len) == 0) {
-        found = k;
-        found_len = len;
+  /* the tagged keys of this object, in one pass; then each renamed (the
+   * object must not change under its iterator) */
+  size_t n = 0, cap = 0, *which = NULL;
+  for (void *it = json_object_iter(j); it; it = json_object_iter_next(j, it)) {
+    const char *k = json_object_iter_key(it);
+    size_t len = json_object_iter_key_len(it);
+    if (len <= r->tag_len || memcmp(k, r->tag, r->tag_len) != 0) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 8;
+      size_t *grown = realloc(which, cap * sizeof *grown);
+      if (grown == NULL) {
+        free(which);
+        return -1;
       }
+      which = grown;
     }
-    if (found == NULL) break;
-    size_t i = (size_t)strtoull(found + r->tag_len, NULL, 10);
-    json_t *v = json_incref(json_object_getn(j, found, found_len));
-    json_object_deln(j, found, found_len);
-    json_t *real = i < r->n ? r->keys[i] : NULL;
-    if (real == NULL || json_object_setn_new(j, json_string_value(real),
-                                             json_string_length(real), v))
-      return -1;
+    which[n++] = (size_t)strtoull(k + r->tag_len, NULL, 10);
   }
+  for (size_t m = 0; m < n; m++) {
+    size_t i = which[m];
+    char name[128];
+    int len = snprintf(name, sizeof name, "%s%zu", r->tag, i);
+    json_t *v = json_incref(json_object_getn(j, name, (size_t)len));
+    json_t *real = i < r->n ? r->keys[i] : NULL;
+    json_object_deln(j, name, (size_t)len);
+    if (v == NULL || real == NULL ||
+        json_object_setn_new(j, json_string_value(real),
+                             json_string_length(real), v)) {
+      free(which);
+      return -1;
+    }
+  }
+  free(which);
   const char *k;
   size_t len;
   json_t *v;

@@ -8,8 +8,9 @@
 
 #include <jansson.h>
 
-/* The maximum nesting it walks (as flyte.json's). */
-#define FLYTE_JSONLOAD_MAX_DEPTH 1000
+/* The deepest it walks: past jansson's parsing depth (2048), so that any
+ * tree jansson builds is walked whole. */
+#define FLYTE_JSONLOAD_MAX_DEPTH 4096
 
 /* json_loadb, and object keys holding \u0000 too: jansson's parser refuses
  * them ("NUL byte in object key not supported") though its objects hold

@@ -1366,6 +1366,13 @@ int flyte_outbox_append_intent(flyte_outbox *o, const char *take_url,
   return append_record(o, 'I', 0, 1, str, len, seq, err, errlen);
 }
 
+uint64_t flyte_outbox_appended(flyte_outbox *o) {
+  pthread_mutex_lock(&o->mu);
+  uint64_t seq = o->j->seq;
+  pthread_mutex_unlock(&o->mu);
+  return seq;
+}
+
 uint64_t flyte_outbox_durable(flyte_outbox *o) {
   return atomic_load(&o->durable);
 }

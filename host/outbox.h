@@ -73,6 +73,8 @@ int flyte_outbox_append_intent(flyte_outbox *o, const char *take_url,
 
 /* The highest sequence number on disk (every record up to it is). */
 uint64_t flyte_outbox_durable(flyte_outbox *o);
+/* The sequence number of the last record appended. */
+uint64_t flyte_outbox_appended(flyte_outbox *o);
 /* Calls fn(ud) from the syncer thread after each sync that advanced the
  * durable sequence (never with sync off, where a record is durable when
  * its append returns). fn must be quick and must not call the outbox: a

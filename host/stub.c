@@ -99,6 +99,30 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status,
   return text ? reply(c, status, text, NULL, "application/json") : MHD_NO;
 }
 
+/* Base64 of n bytes (for a body that is not UTF-8); caller frees. */
+static char *base64(const unsigned char *p, size_t n) {
+  static const char abc[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+  if (out == NULL) return NULL;
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0)
+                 | (i + 2 < n ? p[i + 2] : 0);
+    *o++ = abc[v >> 18 & 63];
+    *o++ = abc[v >> 12 & 63];
+    *o++ = i + 1 < n ? abc[v >> 6 & 63] : '=';
+    *o++ = i + 2 < n ? abc[v & 63] : '=';
+  }
+  *o = '\0';
+  return out;
+}
+
+/* A JSON string of text, or with bytes that are not UTF-8, null. */
+static json_t *text_or_null(const char *s, size_t n) {
+  json_t *j = json_stringn(s, n);
+  return j ? j : json_null();
+}
+
 static void sleep_seconds(double s) {
   if (s <= 0) return;
   if (s > MAX_DELAY) s = MAX_DELAY;
@@ -122,9 +146,9 @@ static const char *check_routes(const json_t *routes) {
     json_t *st = json_object_get(v, "status"), *h = json_object_get(v,
                                                                    "headers");
     json_t *d = json_object_get(v, "delay");
-    if (st && (!json_is_integer(st) || json_integer_value(st) < 100 ||
+    if (st && (!json_is_integer(st) || json_integer_value(st) < 200 ||
                json_integer_value(st) > 599))
-      return "a route's status must be a whole number from 100 to 599";
+      return "a route's status must be a whole number from 200 to 599";
     if (h && !json_is_object(h)) return "a route's headers must be an object";
     if (d && (!json_is_number(d) || json_number_value(d) < 0))
       return "a route's delay must be a number of seconds";
@@ -204,9 +228,15 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
 
   json_t *headers = json_object();
   MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, headers);
-  json_t *req = json_pack("{s:s, s:s, s:s, s:o, s:s%}", "method", method,
-                          "path", path, "query", q ? q + 1 : "", "headers",
-                          headers, "body", body, b->len);
+  /* a body that is not UTF-8 is kept as body_base64 (body: null) */
+  json_t *utf8 = json_stringn(body, b->len);
+  char *b64 = utf8 ? NULL : base64((const unsigned char *)body, b->len);
+  json_t *req = json_pack("{s:s, s:o, s:o, s:o, s:o, s:s?}", "method", method,
+                          "path", text_or_null(path, strlen(path)), "query",
+                          text_or_null(q ? q + 1 : "", q ? strlen(q + 1) : 0),
+                          "headers", headers, "body",
+                          utf8 ? utf8 : json_null(), "body_base64", b64);
+  free(b64);
   char key[1100];
   snprintf(key, sizeof key, "%s %s", method, path);
   pthread_mutex_lock(&s->mu);

@@ -79,6 +79,7 @@ struct flyte_worker {
   atomic_int nactions;
   flyte_http_call *take; /* the take in flight, or NULL */
   flyte_take_scan *take_scan; /* its reply, when too large to keep */
+  int take_scan_failed;       /* ... and none could be made */
   uint64_t take_intent;  /* its intent in the journal, or 0 */
   action *sync_head, *sync_tail; /* waiting for the disk, oldest first */
   int sync_listening;    /* the outbox wakes the loop after each sync */
@@ -399,6 +400,10 @@ static void posted(flyte_http_call *call, void *ud) {
 
 static void post(action *x) {
   char err[256];
+  if (atomic_load(&x->owner) == OWNER_MAIN) { /* handed over: another posts */
+    action_over(x, FLYTE_REFUSED);
+    return;
+  }
   flyte_http_req req = {.method = "POST", .url = x->a.result_url,
                         .body = x->res.body, .body_len = strlen(x->res.body),
                         .json = 1};
@@ -558,8 +563,10 @@ static void start_handler(flyte_worker *w, action *x) {
     x->res.fatal = 1;
     x->res.outcome = "fatal";
     x->st = NULL;
-    atomic_store(&x->owner, OWNER_DELIVERING);
-    if (x->res.body)
+    int mine = OWNER_WORKER;
+    if (!atomic_compare_exchange_strong(&x->owner, &mine, OWNER_DELIVERING))
+      action_over(x, FLYTE_REFUSED); /* handed over meanwhile */
+    else if (x->res.body)
       post(x);
     else
       action_over(x, FLYTE_ABANDONED);
@@ -636,11 +643,33 @@ static void taken(flyte_http_call *call, void *ud) {
   flyte_http_release(call);
   flyte_take_scan_free(w->take_scan);
   w->take_scan = NULL;
+  w->take_scan_failed = 0;
   int leading = w->leading;
   w->leading = 0;
   uint64_t intent = w->take_intent;
   w->take_intent = 0;
   after_take(h, res, err, leading);
+  if (res == FLYTE_TAKE_ACTION && atomic_load(&w->stuck)) {
+    /* the worker came back from being stuck with this reply: it runs
+     * nothing more; the action ends FATAL from another */
+    char *body = flyte_api_fatal_body(
+        "the host's worker that took this action had been replaced while "
+        "it was stuck in pack code; it was not run");
+    flyte_worker *to = NULL;
+    int n = atomic_load(&h->nworkers);
+    for (int i = 0; i < n && to == NULL; i++)
+      if (flyte_worker_alive(h->workers[i])) to = h->workers[i];
+    if (!body || !to ||
+        flyte_worker_adopt(to, a.result_url, body, -1, "FATAL of an action "
+                           "taken by a replaced worker", 0) != 0)
+      flyte_error("action %s: taken by a replaced worker and not completed; "
+                  "it stays PENDING", a.id);
+    free(body);
+    if (intent) flyte_outbox_done(h->outbox, (long)intent);
+    flyte_action_free(&a);
+    unreserve(h);
+    return;
+  }
   if (res == FLYTE_TAKE_ACTION) {
     run_action(w, &a, intent); /* its taken record answers the intent */
     return;
@@ -656,8 +685,12 @@ static void poll_due(void *ud) { (void)ud; /* the loop looks again */ }
  * can still be completed (with a FATAL naming the size). */
 static void take_overflow(void *ud, const char *p, size_t n) {
   flyte_worker *w = ud;
-  if (w->take_scan == NULL && (w->take_scan = flyte_take_scan_new()) == NULL)
-    return; /* out of memory: the take ends as an error */
+  if (w->take_scan_failed) return;
+  if (w->take_scan == NULL && (w->take_scan = flyte_take_scan_new()) == NULL) {
+    /* out of memory: never start later, in the middle of the body */
+    w->take_scan_failed = 1;
+    return;
+  }
   flyte_take_scan_feed(w->take_scan, p, n);
 }
 
@@ -756,6 +789,10 @@ static void *worker_main(void *arg) {
   flyte_host *h = w->h;
   int had_actions = 0;
   for (;;) {
+    if (atomic_load(&w->stuck)) { /* replaced while it was stuck */
+      retire_stuck(w);
+      break;
+    }
     post_adopted(w);
     release_synced(w);
     flyte_sched_run(w->sched);
@@ -896,6 +933,7 @@ typedef struct {
   long entry;
   int running; /* its handler had started */
   int stuck_in_it;
+  int maybe_sent; /* its result may have reached the API already */
   double timeout;
 } claimed;
 
@@ -920,6 +958,10 @@ static int claim(flyte_worker *w, claimed *c) {
     if (from == OWNER_DELIVERING && x->res.body)
       c->body = strdup(x->res.body);
     c->entry = x->entry;
+    /* a post in flight or tried: the API may have it (then it answers
+     * "not PENDING", which must end the retries) */
+    c->maybe_sent = from == OWNER_DELIVERING &&
+                    (x->call != NULL || x->r.attempt > 0 || x->r.maybe_sent);
     c->running = from == OWNER_WORKER && x->task != NULL;
     c->stuck_in_it = c->running && (const flyte_task *)x->task == w->stuck_root;
     c->timeout = x->run.timeout;
@@ -970,11 +1012,12 @@ static void deliver_claimed(flyte_worker *w, flyte_worker *to,
   if (body == NULL) {
     flyte_error("action %s: out of memory building its FATAL", c->id);
   } else if (to) {
-    if (flyte_worker_adopt(to, c->url, body, c->entry, what, 0) != 0)
+    if (flyte_worker_adopt(to, c->url, body, c->entry, what, c->maybe_sent) !=
+        0)
       flyte_error("action %s: out of memory handing it over", c->id);
   } else {
     flyte_delivery d = http ? flyte_deliver(h, http, "result", c->url, body,
-                                            strlen(body), what, 0)
+                                            strlen(body), what, c->maybe_sent)
                             : FLYTE_ABANDONED;
     if (d != FLYTE_ABANDONED && c->entry > 0)
       flyte_outbox_done(h->outbox, c->entry);
@@ -1002,7 +1045,7 @@ static void hand_over(flyte_worker *w, flyte_worker *to, const char *why) {
   for (action *x = list, *next; x; x = next) {
     next = x->next;
     claimed a = {x->a.result_url, x->a.command, x->a.id, x->res.body,
-                 x->entry, 0, 0, 0};
+                 x->entry, 0, 0, x->r.maybe_sent, 0};
     x->res.body = NULL; /* deliver_claimed owns it */
     deliver_claimed(w, to, http, &a, why);
     atomic_fetch_sub(&w->nactions, 1);
@@ -1033,6 +1076,12 @@ int flyte_worker_check_stuck(flyte_worker *w, double now, double margin) {
 
 int flyte_worker_serving(flyte_worker *w) { return !atomic_load(&w->stuck); }
 
+int flyte_worker_alive(flyte_worker *w) {
+  return !atomic_load(&w->stuck) && !atomic_load(&w->ended);
+}
+
+int flyte_worker_ended(flyte_worker *w) { return atomic_load(&w->ended); }
+
 int flyte_worker_is_stuck(flyte_worker *w) {
   return atomic_load(&w->stuck) && !atomic_load(&w->ended);
 }
@@ -1045,7 +1094,8 @@ void flyte_worker_replace(flyte_worker *w, flyte_worker *to) {
   pthread_mutex_lock(&h->mu);
   if (w->leading) h->leader = 0;
   pthread_mutex_unlock(&h->mu);
-  if (w->take) unreserve(h);
+  /* its take keeps its place in FLYTE_CONCURRENCY until the worker comes
+   * back (if ever) and drops it: one place per stuck thread at most */
   hand_over(w, to, "its worker got stuck in another action's code and was "
                    "replaced");
   pthread_mutex_lock(&h->mu);
@@ -1064,8 +1114,20 @@ static void retire_stuck(flyte_worker *w) {
   pthread_mutex_unlock(&h->mu);
   flyte_warn("worker %d came back from the code it was stuck in; it ends",
              w->index);
-  if (w->take) flyte_http_release(w->take);
-  w->take = NULL;
+  if (w->take) { /* its reply, if one came, is lost: the intent says so */
+    flyte_http_release(w->take);
+    w->take = NULL;
+    unreserve(h);
+  }
+  if (w->leading) {
+    w->leading = 0;
+    pthread_mutex_lock(&h->mu);
+    h->leader = 0;
+    pthread_mutex_unlock(&h->mu);
+    flyte_host_wake_workers(h);
+  }
+  /* what it linked after the hand-over (nothing should be) ends there */
+  hand_over(w, NULL, "its worker was replaced while it was stuck");
   while (w->actions) free_action(w->actions);
   atomic_fetch_sub(&w->h->stuck_workers, 1);
 }

@@ -50,6 +50,9 @@ int flyte_worker_check_stuck(flyte_worker *w, double now, double margin);
 
 /* Not marked stuck: it takes and runs actions. */
 int flyte_worker_serving(flyte_worker *w);
+/* Serving and not ended: work may be handed to it. */
+int flyte_worker_alive(flyte_worker *w);
+int flyte_worker_ended(flyte_worker *w);
 
 /* Marked stuck and not yet ended. */
 int flyte_worker_is_stuck(flyte_worker *w);

@@ -74,16 +74,31 @@ describe("the health server under slow clients", function()
       -- a client of the probe's own address that keeps sending a byte
       -- is cut once its request has taken 10 s
       local trickler = slow_client("127.0.0.1", port)
+      -- and so is one whose headers came whole but whose body trickles
+      local body = socket.tcp()
+      assert(body:bind("127.0.0.1", 0))
+      body:settimeout(2)
+      assert(body:connect("127.0.0.1", port))
+      body:send("POST /live HTTP/1.1\r\nHost: x\r\nContent-Length: 100000"
+        .. "\r\n\r\n")
       local started = core.monotime()
+      local cut = {}
       testing.wait(function()
-        trickler:settimeout(0)
-        trickler:send("X")
-        return closed(trickler)
-      end, REQUEST_TIME + 5, "the trickling client to be cut")
-      local took = core.monotime() - started
+        for name, c in pairs { headers = trickler, body = body } do
+          if not cut[name] then
+            c:settimeout(0)
+            c:send("X")
+            if closed(c) then cut[name] = core.monotime() - started end
+          end
+        end
+        return cut.headers and cut.body
+      end, REQUEST_TIME + 5, "the trickling clients to be cut")
       trickler:close()
-      assert.is_true(took >= REQUEST_TIME - 1 and took < REQUEST_TIME + 4,
-        "cut after " .. took .. " s")
+      body:close()
+      for name, took in pairs(cut) do
+        assert.is_true(took >= REQUEST_TIME - 1 and took < REQUEST_TIME + 4,
+          name .. " cut after " .. took .. " s")
+      end
       -- and so are the slow ones from 127.0.0.2
       for _, c in ipairs(clients) do assert.is_true(closed(c)) end
       assert.is_true(core.monotime() - t0 < REQUEST_TIME + 8)

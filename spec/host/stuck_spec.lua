@@ -94,4 +94,26 @@ describe("a handler stuck where the hook cannot reach", function()
     assert.matches("2 worker threads stuck in pack code %(FLYTE_WORKERS is 2%)",
       body)
   end)
+
+  it("replaces again after a replaced worker came back and ended", function()
+    local api = testing.api()
+    local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
+    finally(function()
+      host:stop()
+      api:stop()
+    end)
+    api:wait_registration()
+    local result = api:wait_result(api:enqueue("blocking"), 10)
+    assert.matches("command 'blocking' ran past its 0.5 s timeout in code "
+      .. "the host cannot interrupt", result.payload)
+    host:wait_log("worker 1 came back from the code it was stuck in; it ends")
+    testing.wait(function() return stuck_gauge(host) == 0 end, 5,
+      "the stuck count to come down")
+    assert.equal(200, (get(host, "/live")))
+    -- the worker that took its place gets stuck too: a third takes over
+    result = api:wait_result(api:enqueue("pattern"), 10)
+    assert.equal("FATAL", result.event)
+    assert.same({ ok = true }, api:wait_result(api:enqueue("ok"), 10).payload)
+  end)
 end)
+
