@@ -759,21 +759,17 @@ local function print_report(r)
     -- the journal's price (issue 12: at least 90% of the throughput, at
     -- most 1.15 times the CPU per action)
     for _, key in ipairs { "echo", "http100", "sleep100" } do
-      local on, off = r.waits[key .. "_outbox_on"], r.waits[key .. "_outbox_off"]
-      on, off = on and on.new, off and off.new
-      if on and off and on.actions_per_s and off.actions_per_s then
-        print(string.format("  %s, outbox on vs off: %d%% of the throughput, "
-          .. "%.2f times the CPU per action", key,
-          round(on.actions_per_s * 100 / off.actions_per_s),
-          on.cpu_ms_per_1k / off.cpu_ms_per_1k))
-      end
-      on, off = r.waits[key .. "_outbox_on"], r.waits[key .. "_outbox_off"]
-      on, off = on and on.previous, off and off.previous
-      if on and off and on.actions_per_s and off.actions_per_s then
-        print(string.format("  %s, previous binary, outbox on vs off: %d%% "
-          .. "of the throughput, %.2f times the CPU per action", key,
-          round(on.actions_per_s * 100 / off.actions_per_s),
-          on.cpu_ms_per_1k / off.cpu_ms_per_1k))
+      for _, which in ipairs { "new", "previous" } do
+        local on = r.waits[key .. "_outbox_on"]
+        local off = r.waits[key .. "_outbox_off"]
+        on, off = on and on[which], off and off[which]
+        if on and off and on.actions_per_s and off.actions_per_s then
+          print(string.format("  %s%s, outbox on vs off: %d%% of the "
+            .. "throughput, %.2f times the CPU per action", key,
+            which == "previous" and ", previous binary" or "",
+            round(on.actions_per_s * 100 / off.actions_per_s),
+            on.cpu_ms_per_1k / off.cpu_ms_per_1k))
+        end
       end
     end
   end

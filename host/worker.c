@@ -889,12 +889,18 @@ int flyte_worker_adopt(flyte_worker *w, const char *url, const char *body,
   return 0;
 }
 
-/* Posts what other threads handed over (on the loop's thread). */
-static void post_adopted(flyte_worker *w) {
+/* What other threads handed over so far: the list is the caller's now. */
+static action *take_adopted(flyte_worker *w) {
   pthread_mutex_lock(&w->adopt_mu);
   action *list = w->adopted;
   w->adopted = NULL;
   pthread_mutex_unlock(&w->adopt_mu);
+  return list;
+}
+
+/* Posts what other threads handed over (on the loop's thread). */
+static void post_adopted(flyte_worker *w) {
+  action *list = take_adopted(w);
   for (action *x = list, *next; x; x = next) {
     next = x->next;
     pthread_mutex_lock(&w->mu);
@@ -1038,10 +1044,7 @@ static void hand_over(flyte_worker *w, flyte_worker *to, const char *why) {
     deliver_claimed(w, to, http, &c, why);
     claimed_free(&c);
   }
-  pthread_mutex_lock(&w->adopt_mu);
-  action *list = w->adopted;
-  w->adopted = NULL;
-  pthread_mutex_unlock(&w->adopt_mu);
+  action *list = take_adopted(w);
   for (action *x = list, *next; x; x = next) {
     next = x->next;
     claimed a = {x->a.result_url, x->a.command, x->a.id, x->res.body,

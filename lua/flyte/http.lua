@@ -23,6 +23,7 @@
 -- lower-cased; repeated ones are joined with ", ".
 
 local core = require "flyte.core"
+local options = require "flyte.options"
 
 local M = {}
 
@@ -141,15 +142,8 @@ function M.request(opts)
   local function fail(msg)
     error("flyte.http.request: " .. msg, 3)
   end
-  if type(opts) ~= "table" then
-    fail("expected a table of options, got " .. type(opts))
-  end
-  for k in pairs(opts) do
-    if not OPTIONS[k] then
-      fail("unknown option '" .. tostring(k) .. "' (options: body, headers, "
-        .. "method, query, timeout, url)")
-    end
-  end
+  local bad = options.unknown(opts, OPTIONS)
+  if bad then fail(bad) end
   local url = opts.url
   if type(url) ~= "string" then
     fail("url must be a string, got " .. type(url))
@@ -187,11 +181,8 @@ function M.request(opts)
     fail("a " .. method .. " request cannot have a body")
   end
   local timeout = opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout
-      or timeout <= 0 or timeout == math.huge) then
-    fail("timeout must be a positive number of seconds, got "
-      .. tostring(timeout))
-  end
+  bad = options.timeout(timeout)
+  if bad then fail(bad) end
   -- what the URL says, checked once the code's own mistakes are ruled out
   if not url:match("^https?://[^/?#]") then
     return nil, "flyte.http.request: url must be an http:// or https:// "

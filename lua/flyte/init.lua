@@ -6,6 +6,7 @@
 
 local core = require "flyte.core"
 local schema = require "flyte.schema"
+local options = require "flyte.options"
 
 local M = {}
 
@@ -156,15 +157,8 @@ local EXEC_OPTIONS = { cmd = true, stdin = true, env = true, cwd = true,
 -- the host's environment.
 function M.exec(opts)
   local function fail(msg) error("flyte.exec: " .. msg, 3) end
-  if type(opts) ~= "table" then
-    fail("expected a table of options, got " .. type(opts))
-  end
-  for k in pairs(opts) do
-    if not EXEC_OPTIONS[k] then
-      fail("unknown option '" .. tostring(k) .. "' (options: cmd, cwd, env, "
-        .. "stdin, timeout)")
-    end
-  end
+  local bad = options.unknown(opts, EXEC_OPTIONS)
+  if bad then fail(bad) end
   local cmd = opts.cmd
   if type(cmd) ~= "table" or #cmd == 0 then
     fail("cmd must be a list of strings, the program and its arguments, got "
@@ -195,11 +189,8 @@ function M.exec(opts)
     end
   end
   local timeout = opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout
-      or timeout <= 0 or timeout == math.huge) then
-    fail("timeout must be a positive number of seconds, got "
-      .. tostring(timeout))
-  end
+  bad = options.timeout(timeout)
+  if bad then fail(bad) end
   local res, err = core.exec(cmd, opts.stdin, opts.env, opts.cwd, timeout)
   if not res then return nil, "flyte.exec: " .. err end
   return res
