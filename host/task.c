@@ -152,9 +152,18 @@ void flyte_sched_free(flyte_sched *s) {
 
 flyte_loop *flyte_sched_loop(flyte_sched *s) { return s->loop; }
 
-void flyte_sched_guard(flyte_sched *s, double seconds) {
+double flyte_sched_guard(flyte_sched *s, double seconds) {
+  double previous = atomic_load(&s->busy_deadline);
+  double due = now() + seconds;
   atomic_store(&s->busy_root, NULL);
-  atomic_store(&s->busy_deadline, seconds > 0 ? now() + seconds : 0);
+  /* nested: the nearer deadline holds */
+  atomic_store(&s->busy_deadline,
+               previous > 0 && previous < due ? previous : due);
+  return previous;
+}
+
+void flyte_sched_unguard(flyte_sched *s, double previous) {
+  atomic_store(&s->busy_deadline, previous);
 }
 
 double flyte_sched_busy(flyte_sched *s, const flyte_task **root) {

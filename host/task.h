@@ -45,8 +45,10 @@ double flyte_sched_busy(flyte_sched *s, const flyte_task **root);
 /* Work of the host's own in a Lua state that may run pack code it cannot
  * interrupt (a full collection runs __gc finalizers; so does closing a
  * state): for `seconds` from now the watchdog sees the thread busy, with
- * no task. 0 ends it. Not inside a task's run. */
-void flyte_sched_guard(flyte_sched *s, double seconds);
+ * no task. Returns the guard it replaces, for flyte_sched_unguard (guards
+ * nest). Not inside a task's run. */
+double flyte_sched_guard(flyte_sched *s, double seconds);
+void flyte_sched_unguard(flyte_sched *s, double previous);
 
 /* Waiting functions called by L's tasks use s from now on. 0, or -1 when
  * out of memory. */

@@ -29,6 +29,9 @@
  * pack's __gc finalizers, which Lua cannot interrupt) before the
  * watchdog takes the worker for stuck */
 #define GC_BOUND 5.0
+/* seconds starting a handler may take: building a state (it runs the
+ * pack's file) and turning the input into Lua values */
+#define START_BOUND 30.0
 
 enum { OWNER_WORKER = 0, OWNER_MAIN, OWNER_DELIVERING };
 /* what an action does once its journal record is on disk */
@@ -258,9 +261,9 @@ static void close_idle_states(flyte_worker *w, flyte_gen *current) {
     wstate *st = *p;
     if (st->actions == 0 && (st->retired || st->gen != current)) {
       *p = st->next;
-      flyte_sched_guard(w->sched, GC_BOUND);
+      double guard = flyte_sched_guard(w->sched, GC_BOUND);
       flyte_pack_close(st->pack);
-      flyte_sched_guard(w->sched, 0);
+      flyte_sched_unguard(w->sched, guard);
       free(st);
     } else {
       p = &st->next;
@@ -431,9 +434,9 @@ static void post(action *x) {
 static void collect(flyte_worker *w, wstate *st) {
   for (wstate *s = w->states; s; s = s->next)
     if (s == st) {
-      flyte_sched_guard(w->sched, GC_BOUND);
+      double guard = flyte_sched_guard(w->sched, GC_BOUND);
       lua_gc(flyte_pack_state(st->pack), LUA_GCCOLLECT);
-      flyte_sched_guard(w->sched, 0);
+      flyte_sched_unguard(w->sched, guard);
       return;
     }
 }
@@ -546,10 +549,15 @@ static void start_handler(flyte_worker *w, action *x) {
   x->run = (flyte_pack_action){NULL,         x->a.id,          x->a.command,
                                x->a.input,   x->a.input_error, h->cfg->handler_timeout,
                                h->cfg->shutdown_grace};
+  /* Lua work of the host's own: building a state runs the pack's code, and
+   * turning the input into Lua values may run a collection step, and with
+   * it a __gc finalizer the pack left: guarded like a run */
+  double guard = flyte_sched_guard(w->sched, START_BOUND);
   x->st = current_state(w, err, sizeof err);
   flyte_task *task = x->st ? flyte_pack_start(x->st->pack, w->sched, &x->run,
                                               handler_done, x, err, sizeof err)
                            : NULL;
+  flyte_sched_unguard(w->sched, guard);
   pthread_mutex_lock(&w->mu); /* the watchdog reads it */
   x->task = task;
   pthread_mutex_unlock(&w->mu);
@@ -776,10 +784,10 @@ static void trim(void *ud) {
   if (atomic_load(&w->nactions) != 0) return;
   /* an idle state does not collect: its garbage (the inputs and results
    * of the burst) would stay, and malloc could not give it back */
-  flyte_sched_guard(w->sched, GC_BOUND);
+  double guard = flyte_sched_guard(w->sched, GC_BOUND);
   for (wstate *st = w->states; st; st = st->next)
     lua_gc(flyte_pack_state(st->pack), LUA_GCCOLLECT);
-  flyte_sched_guard(w->sched, 0);
+  flyte_sched_unguard(w->sched, guard);
   malloc_trim(0);
   flyte_memory_reserve(); /* again, if an action's FATAL used it */
 }
