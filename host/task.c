@@ -408,6 +408,20 @@ static void resume(flyte_sched *s, flyte_task *t) {
       enqueue(t); /* a plain coroutine.yield: let the others run first */
     return;
   }
+  if (rc == LUA_OK && t == root) {
+    /* a handler that returns after its deadline (it was in C code, where
+     * the hook cannot fire, and came back to few instructions) ran past
+     * it all the same: its result does not count */
+    double t1 = now();
+    int timed_out = root->deadline > 0 && t1 >= root->deadline;
+    if (timed_out || (stop_at > 0 && t1 >= stop_at)) {
+      lua_pop(co, nres);
+      if (!timed_out) root->why = FLYTE_CALL_STOPPED;
+      root->killing = 1;
+      kill_root(root, root->why);
+      return;
+    }
+  }
   if (rc == LUA_OK) {
     finish(t, FLYTE_CALL_OK, nres);
     return;

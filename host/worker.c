@@ -165,7 +165,15 @@ static void on_synced(void *ud) {
 static int reserve(flyte_host *h) {
   int n = atomic_load(&h->in_flight);
   while (n < h->cfg->concurrency)
-    if (atomic_compare_exchange_weak(&h->in_flight, &n, n + 1)) return 1;
+    if (atomic_compare_exchange_weak(&h->in_flight, &n, n + 1)) {
+      /* busy from idle: the watchdog looks often from now on */
+      if (n == 0) {
+        pthread_mutex_lock(&h->mu);
+        pthread_cond_broadcast(&h->cond);
+        pthread_mutex_unlock(&h->mu);
+      }
+      return 1;
+    }
   return 0;
 }
 

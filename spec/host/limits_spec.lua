@@ -30,6 +30,10 @@ describe("limits on pack code", function()
     assert.same({ "FATAL", "command 'stubborn' timed out after 0.3 s" }, run("stubborn"))
   end)
 
+  it("does not take a result that came after the deadline", function()
+    assert.same({ "FATAL", "command 'late' timed out after 0.3 s" }, run("late"))
+  end)
+
   it("cuts a flyte.sleep that would outlast the timeout", function()
     assert.same({ "FATAL", "command 'sleepy' timed out after 0.3 s" }, run("sleepy"))
   end)
