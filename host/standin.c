@@ -118,6 +118,7 @@ struct flyte_standin {
   size_t nactions, actions_cap;
   long next_action;
   size_t first_new; /* no action before this index is NEW */
+  long by_state[3]; /* actions in each state: /dev/stats without a scan */
   event_rec *events;
   size_t nevents, events_cap;
   long counts[C_COUNT];
@@ -555,6 +556,7 @@ static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
   }
   a->id = s->next_action++;
   a->state = ST_NEW;
+  s->by_state[ST_NEW]++;
   a->t_queued = monotonic();
   clock_gettime(CLOCK_REALTIME, &a->at_queued);
   s->nactions++;
@@ -598,6 +600,7 @@ static void clear_state(flyte_standin *s) {
   s->faults_served = 0;
   s->last_pack = -1;
   s->first_new = 0;
+  memset(s->by_state, 0, sizeof s->by_state);
   s->next_action = 1;
   s->connections = 0;
   memset(s->counts, 0, sizeof s->counts);
@@ -773,6 +776,8 @@ static void api_take(flyte_standin *s, const request *rq, reply *out) {
         "rel", json_sprintf("%s/swagger#/actionResult", rq->base));
     if (out->body != NULL) {
       a->state = ST_PENDING;
+      s->by_state[ST_NEW]--;
+      s->by_state[ST_PENDING]++;
       a->t_taken = monotonic();
       clock_gettime(CLOCK_REALTIME, &a->at_taken);
       s->counts[C_TAKE_ACTION]++;
@@ -822,6 +827,8 @@ static void api_event(flyte_standin *s, const request *rq, reply *out,
       a->result = copy;
       copy = NULL;
       a->state = ST_DONE;
+      s->by_state[ST_PENDING]--;
+      s->by_state[ST_DONE]++;
       a->t_done = monotonic();
       clock_gettime(CLOCK_REALTIME, &a->at_done);
       out->status = 202;
@@ -1392,11 +1399,11 @@ static void dev_dispatch(flyte_standin *s, const request *rq, const char *url,
     if (method_is(method, "GET", out))
       dev_action(s, url + sizeof ACTIONS - 1, out);
   } else if (strcmp(url, "/dev/stats") == 0) {
-    /* counts only: cheap to poll while a load runs */
+    /* counts only, kept as they change: cheap to poll while a load runs
+     * (a scan of every action under the lock held up takes and results) */
     if (!method_is(method, "GET", out)) return;
-    long by_state[3] = {0, 0, 0};
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->nactions; i++) by_state[s->actions[i].state]++;
+    const long *by_state = s->by_state;
     out->body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "new",
                           (json_int_t)by_state[ST_NEW], "pending",
                           (json_int_t)by_state[ST_PENDING], "done",
