@@ -18,6 +18,12 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 64
+/* Idle connections the loop keeps for reuse. libcurl's default keeps 4 per
+ * transfer running at the moment, so a loop with one take running closed
+ * all but 4 of the connections a burst of result posts had opened, and the
+ * next burst opened them again: 2,225 connections in a 20,000-action echo
+ * burst with the outbox on, 8 with this. */
+#define IDLE_CONNECTIONS 64
 
 enum { TAG_WAKE = 1, TAG_CURL = 2, TAG_IO = 3 };
 
@@ -245,7 +251,8 @@ flyte_loop *flyte_loop_new(char *err, size_t errlen) {
       curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket) ||
       curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l) ||
       curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) ||
-      curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l)) {
+      curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l) ||
+      curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)IDLE_CONNECTIONS)) {
     snprintf(err, errlen, "cannot create a libcurl multi handle");
     goto fail;
   }
@@ -301,9 +308,9 @@ int flyte_loop_run_once(flyte_loop *l, double timeout) {
     int fd = (int)(uint32_t)evs[i].data.u64;
     uint32_t e = evs[i].events;
     if (kind == TAG_WAKE) {
-      uint64_t count;
-      while (read(fd, &count, sizeof count) > 0) {
-      }
+      uint64_t count; /* one read takes the whole count */
+      ssize_t got = read(fd, &count, sizeof count);
+      (void)got;
       woken = 1;
     } else if (kind == TAG_CURL) {
       int flags = 0;

@@ -551,12 +551,17 @@ end
 -- opts.any_command: queue it even when the pack did not register that
 -- command (the stand-in refuses it otherwise, with 400 naming those it
 -- has): to see what a host does with an action for another.
+-- opts.count: queue that many copies in one request; returns the first
+-- id and the last (the ids between are theirs).
 function Api:enqueue(command, input, pack, opts)
   local res = request("POST", self.url .. "/dev/actions",
     { command = command, input = input, pack = pack,
-      any_command = opts and opts.any_command or nil })
+      any_command = opts and opts.any_command or nil,
+      count = opts and opts.count or nil })
   assert(res.status == 201, "enqueue: HTTP " .. res.status .. " " .. res.body)
-  return assert(core.json_decode(res.body)).id
+  local queued = assert(core.json_decode(res.body))
+  if opts and opts.count then return queued.id, queued.last end
+  return queued.id
 end
 
 --- Queues an action whose input is the given JSON text, verbatim.

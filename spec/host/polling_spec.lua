@@ -53,6 +53,23 @@ describe("polling", function()
       .. " connections")
   end)
 
+  it("keeps its connections alive with the outbox on, where results are "
+    .. "posted together", function()
+    -- the results a sync made durable go out at once, each on a connection
+    -- of the worker's pool; between syncs, one take runs: libcurl's default
+    -- cache (4 per transfer running) closed the rest, and each sync opened
+    -- them again (1,500 actions: hundreds of connections)
+    host = testing.host("spec/fixtures/host/cases.lua", api,
+      { FLYTE_WORKERS = 1 })
+    api:wait_registration()
+    local first, last = api:enqueue("echo", "x", nil, { count = 1500 })
+    assert.same("x", api:wait_result(last, 60).payload)
+    assert.same("x", api:wait_result(first).payload)
+    local opened = api:state().connections
+    assert.is_true(opened <= 70, "1,500 actions opened " .. opened
+      .. " connections")
+  end)
+
   it("never takes an action while the host holds FLYTE_CONCURRENCY", function()
     host = testing.host("spec/fixtures/host/cases.lua", api,
       { FLYTE_WORKERS = 1, FLYTE_CONCURRENCY = 1 })
