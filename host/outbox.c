@@ -406,6 +406,11 @@ typedef struct {
    * that step waits for the fdatasync anyway: one pwrite per sync instead
    * of one per record, and none on the workers' threads. */
   int behind;
+  atomic_int urgent; /* a taken record waits: flyte_outbox_flush writes it */
+  /* writes of what waited, by appending threads, under way without the
+   * lock, by the parity of the syncer's pass they began in: a sync waits
+   * for those begun before it looked */
+  int writing[2], wepoch;
   unsigned char *pend, *spare;
   size_t npend, cpend, cspare;
   uint64_t pend_off;
@@ -639,6 +644,7 @@ static void write_failed(journal *j, uint64_t num, int e) {
  * skips; the records stay owed in memory and are delivered as usual. */
 static void flush_pending(journal *j) {
   segment *a = j->active;
+  atomic_store(&j->urgent, 0);
   if (j->npend == 0 || a == NULL) return;
   if (write_at(a->fd, j->pend, j->npend, j->pend_off) != 0)
     write_failed(j, a->num, errno);
@@ -723,11 +729,17 @@ static int journal_write(journal *j, framed *f, char type, uint64_t ref,
   frame_seal(f, s);
   int pending = j->behind && f->len <= BEHIND_MAX &&
                 pend_frame(j, f, a->size) == 0;
-  /* A take intent and a taken record are written at once, with whatever
-   * waits: they must survive the process being killed right after their
-   * step (the take request sent, the reply read), which no fdatasync
-   * guards. The others guard steps that wait for the sync. */
-  if (!pending || type == 'I' || type == 'T') flush_pending(j);
+  /* A take intent is written at once, with whatever waits: it must
+   * survive the process being killed right after the take request is
+   * sent, which no fdatasync guards. A taken record must too, but the
+   * take's intent stands for it meanwhile: it waits for the next intent
+   * (the worker's next take) or flyte_outbox_flush (before the worker
+   * runs pack code or sleeps), so that when the queue is hot one pwrite
+   * takes both. The others guard steps that wait for the sync. */
+  if (!pending)
+    flush_pending(j);
+  else if (type == 'T' || type == 'I')
+    atomic_store(&j->urgent, 1); /* the caller writes an intent at once */
   if (!pending && write_at(a->fd, f->buf, f->len, a->size) != 0) {
     int e = errno;
     char name[48];
@@ -1084,7 +1096,8 @@ struct flyte_outbox {
   pthread_mutex_t mu;
   pthread_cond_t work;    /* for the syncer */
   pthread_cond_t synced_cv; /* for flyte_outbox_wait */
-  int waiters;
+  pthread_cond_t written;   /* an appending thread's write is done */
+  int waiters, awaiting_writes;
   _Atomic uint64_t durable;
   uint64_t synced; /* what the syncer made durable (under mu) */
   pthread_t syncer;
@@ -1146,8 +1159,19 @@ static void *syncer_main(void *arg) {
     j->pend = j->spare;
     j->cpend = j->cspare;
     j->npend = 0;
+    atomic_store(&j->urgent, 0); /* written just below */
     j->spare = NULL;
     j->cspare = 0;
+    /* records up to target that an appending thread took out to write
+     * are on their way: wait for those writes (short) before the sync;
+     * writes begun from here on count in the other parity */
+    int begun = j->wepoch;
+    j->wepoch ^= 1;
+    while (j->writing[begun]) {
+      o->awaiting_writes = 1;
+      pthread_cond_wait(&o->written, &o->mu);
+    }
+    o->awaiting_writes = 0;
     int retired[64];
     size_t nretired = j->nretired < 64 ? j->nretired : 64;
     memcpy(retired, j->retired, nretired * sizeof *retired);
@@ -1215,6 +1239,7 @@ flyte_outbox *flyte_outbox_open(const char *dir, int sync, char *err,
   pthread_mutex_init(&o->mu, NULL);
   pthread_cond_init(&o->work, NULL);
   pthread_cond_init(&o->synced_cv, NULL);
+  pthread_cond_init(&o->written, NULL);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
     goto fail;
@@ -1281,6 +1306,7 @@ void flyte_outbox_close(flyte_outbox *o) {
   }
   pthread_cond_destroy(&o->work);
   pthread_cond_destroy(&o->synced_cv);
+  pthread_cond_destroy(&o->written);
   pthread_mutex_destroy(&o->mu);
   free(o->dir);
   free(o);
@@ -1290,6 +1316,41 @@ void flyte_outbox_set_segment_size(flyte_outbox *o, size_t bytes) {
   pthread_mutex_lock(&o->mu);
   o->j->segment_size = bytes < 64 ? 64 : bytes;
   pthread_mutex_unlock(&o->mu);
+}
+
+/* Writes what waits in memory, as flush_pending does, but without the
+ * outbox's lock during the pwrite (held on entry and on return), so that
+ * other threads append meanwhile. */
+static void write_pending(flyte_outbox *o) {
+  journal *j = o->j;
+  segment *a = j->active;
+  atomic_store(&j->urgent, 0);
+  if (j->npend == 0 || a == NULL) return;
+  unsigned char *buf = j->pend;
+  size_t n = j->npend, cap = j->cpend;
+  uint64_t off = j->pend_off, num = a->num;
+  int fd = a->fd, epoch = j->wepoch;
+  j->pend = j->spare;
+  j->cpend = j->cspare;
+  j->npend = 0;
+  j->spare = NULL;
+  j->cspare = 0;
+  j->writing[epoch]++; /* the fd stays open till the syncer saw it done */
+  pthread_mutex_unlock(&o->mu);
+  int rc = write_at(fd, buf, n, off), e = errno;
+  pthread_mutex_lock(&o->mu);
+  if (rc != 0)
+    write_failed(j, num, e);
+  else
+    j->write_failed = 0;
+  if (--j->writing[epoch] == 0 && o->awaiting_writes)
+    pthread_cond_broadcast(&o->written);
+  if (j->spare == NULL) { /* kept for the next batch */
+    j->spare = buf;
+    j->cspare = cap;
+  } else {
+    free(buf);
+  }
 }
 
 /* Appends a built frame. */
@@ -1308,6 +1369,9 @@ static int append(flyte_outbox *o, framed *f, char type, uint64_t ref,
     if (!o->sync) atomic_store(&o->durable, *seq);
   }
   if (has_work(o)) pthread_cond_signal(&o->work);
+  /* an intent is in the file before the take request goes: with what
+   * waits (the taken records of this round), one pwrite */
+  if (rc == 0 && type == 'I') write_pending(o);
   pthread_mutex_unlock(&o->mu);
   return rc;
 }
@@ -1364,6 +1428,13 @@ int flyte_outbox_append_intent(flyte_outbox *o, const char *take_url,
   const char *str[] = {S(take_url)};
   size_t len[] = {L(take_url)};
   return append_record(o, 'I', 0, 1, str, len, seq, err, errlen);
+}
+
+void flyte_outbox_flush(flyte_outbox *o) {
+  if (!atomic_load(&o->j->urgent)) return;
+  pthread_mutex_lock(&o->mu);
+  if (atomic_load(&o->j->urgent)) write_pending(o);
+  pthread_mutex_unlock(&o->mu);
 }
 
 uint64_t flyte_outbox_appended(flyte_outbox *o) {

@@ -69,6 +69,11 @@ int flyte_outbox_append_event(flyte_outbox *o, const char *body, size_t len,
 int flyte_outbox_append_intent(flyte_outbox *o, const char *take_url,
                                uint64_t *seq, char *err, size_t errlen);
 
+/* Writes (without a sync) the taken records that wait in memory, if any:
+ * call it before running code that may take a while and before sleeping.
+ * Cheap when none waits. */
+void flyte_outbox_flush(flyte_outbox *o);
+
 /* ---- group commit */
 
 /* The highest sequence number on disk (every record up to it is). */

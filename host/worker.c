@@ -86,7 +86,9 @@ struct flyte_worker {
   uint64_t take_intent;  /* its intent in the journal, or 0 */
   action *sync_head, *sync_tail; /* waiting for the disk, oldest first */
   int sync_listening;    /* the outbox wakes the loop after each sync */
-  atomic_int sync_wanted; /* ... when something here waits for one */
+  /* 1 while the loop sleeps with actions waiting for the disk: only then
+   * does a sync need to wake it (a busy loop looks each round) */
+  atomic_int sync_sleeping;
   double take_started;
   int leading;
   flyte_timer poll_timer;
@@ -127,9 +129,6 @@ static int wait_for_disk(flyte_worker *w, action *x, uint64_t seq,
   else
     w->sync_head = x;
   w->sync_tail = x;
-  atomic_store(&w->sync_wanted, 1);
-  /* a sync may have ended between the look above and the flag */
-  if (flyte_outbox_durable(o) >= seq) flyte_loop_wake(w->loop);
   return 1;
 }
 
@@ -151,13 +150,29 @@ static void release_synced(flyte_worker *w) {
     else
       post(x);
   }
-  if (w->sync_head == NULL) atomic_store(&w->sync_wanted, 0);
 }
 
-/* From the outbox's syncer: wake the loop only when something waits. */
+/* How long the loop may sleep, given what waits for the disk: before it
+ * sleeps with actions waiting, it says so, then looks again (the syncer
+ * stores the durable sequence before it looks at the flag, so one of the
+ * two sees the other). */
+static double sleep_for_sync(flyte_worker *w, double wait) {
+  if (w->sync_head == NULL || wait == 0) return wait;
+  if (!w->sync_listening) return wait < 0 || wait > 0.001 ? 0.001 : wait;
+  atomic_store(&w->sync_sleeping, 1);
+  if (flyte_outbox_durable(w->h->outbox) >= w->sync_head->durable_at) {
+    atomic_store(&w->sync_sleeping, 0);
+    return 0;
+  }
+  return wait;
+}
+
+/* From the outbox's syncer: wake the loop when it sleeps with actions
+ * waiting for the disk; a busy one finds them released next round. */
 static void on_synced(void *ud) {
   flyte_worker *w = ud;
-  if (atomic_load(&w->sync_wanted)) flyte_loop_wake(w->loop);
+  if (atomic_load(&w->sync_sleeping) && atomic_exchange(&w->sync_sleeping, 0))
+    flyte_loop_wake(w->loop);
 }
 
 /* ---- the host's polling ---------------------------------------------------- */
@@ -811,6 +826,9 @@ static void *worker_main(void *arg) {
     }
     post_adopted(w);
     release_synced(w);
+    /* pack code may run a while: the taken records of this round first */
+    if (h->outbox && flyte_sched_has_ready(w->sched))
+      flyte_outbox_flush(h->outbox);
     flyte_sched_run(w->sched);
     if (atomic_load(&w->stuck)) { /* replaced meanwhile */
       retire_stuck(w);
@@ -826,12 +844,15 @@ static void *worker_main(void *arg) {
                         flyte_monotime() + TRIM_AFTER, trim, w);
     }
     if (atomic_load(&h->stopping) && n == 0 && w->take == NULL) break;
-    /* without a sync listener (more than the outbox takes), look at the
-     * disk every millisecond while an action waits for it */
-    double wait = flyte_sched_has_ready(w->sched) ? 0
-                  : w->sync_head && !w->sync_listening ? 0.001
-                                                       : -1;
-    if (flyte_loop_run_once(w->loop, wait) != 0) {
+    /* a taken record is written before the loop sleeps (it must survive
+     * the process, and waits in memory until the next take intent or
+     * here); without a sync listener (more than the outbox takes), the
+     * loop looks at the disk every millisecond while an action waits */
+    if (h->outbox) flyte_outbox_flush(h->outbox);
+    double wait = sleep_for_sync(w, flyte_sched_has_ready(w->sched) ? 0 : -1);
+    int rc = flyte_loop_run_once(w->loop, wait);
+    atomic_store(&w->sync_sleeping, 0);
+    if (rc != 0) {
       flyte_error("worker %d: the event loop failed", w->index);
       break;
     }
