@@ -411,8 +411,14 @@ typedef struct {
    * lock, by the parity of the syncer's pass they began in: a sync waits
    * for those begun before it looked */
   int writing[2], wepoch;
-  unsigned char *pend, *spare;
-  size_t npend, cpend, cspare;
+  unsigned char *pend;
+  size_t npend, cpend;
+  /* buffers written out, kept for the next batches: a writer takes the
+   * batch with its buffer, and a fresh 4 KiB malloc per write made glibc
+   * consolidate its fast bins each time */
+  unsigned char *spare[4];
+  size_t cspare[4];
+  int nspare;
   uint64_t pend_off;
   int write_failed; /* said once, until a write succeeds again */
 } journal;
@@ -636,6 +642,32 @@ static void write_failed(journal *j, uint64_t num, int e) {
   flyte_error("outbox: cannot write to %s/%s: %s; records may be lost if "
               "the host stops before they are delivered",
               j->slot, name, strerror(e));
+}
+
+/* After a writer took the buffer of what waits: a kept one for what comes
+ * next. */
+static void pend_renew(journal *j) {
+  j->npend = 0;
+  if (j->nspare > 0) {
+    j->nspare--;
+    j->pend = j->spare[j->nspare];
+    j->cpend = j->cspare[j->nspare];
+  } else {
+    j->pend = NULL;
+    j->cpend = 0;
+  }
+}
+
+/* A buffer written out: kept for a next batch, or freed. */
+static void spare_keep(journal *j, unsigned char *buf, size_t cap) {
+  if (buf == NULL) return;
+  if (j->nspare < 4) {
+    j->spare[j->nspare] = buf;
+    j->cspare[j->nspare] = cap;
+    j->nspare++;
+  } else {
+    free(buf);
+  }
 }
 
 /* Writes what waits in memory to the active segment, under the lock:
@@ -1076,7 +1108,7 @@ static void journal_close(journal *j) {
   if (j->dir_fd >= 0) close(j->dir_fd);
   free(j->retired);
   free(j->pend);
-  free(j->spare);
+  for (int i = 0; i < j->nspare; i++) free(j->spare[i]);
   free(j->recovered);
   free(j->slot);
   free(j);
@@ -1151,27 +1183,13 @@ static void *syncer_main(void *arg) {
     uint64_t target = j->seq;
     int fd = j->active ? j->active->fd : -1;
     uint64_t num = j->active ? j->active->num : 0;
-    /* what waits in memory, to write before the sync; a fresh buffer
-     * meanwhile (the last one, kept) */
+    /* what waits in memory, to write before the sync; a kept buffer for
+     * what comes meanwhile */
     unsigned char *batch = j->pend;
     size_t nbatch = j->npend, cbatch = j->cpend;
     uint64_t batch_off = j->pend_off;
-    j->pend = j->spare;
-    j->cpend = j->cspare;
-    j->npend = 0;
+    pend_renew(j);
     atomic_store(&j->urgent, 0); /* written just below */
-    j->spare = NULL;
-    j->cspare = 0;
-    /* records up to target that an appending thread took out to write
-     * are on their way: wait for those writes (short) before the sync;
-     * writes begun from here on count in the other parity */
-    int begun = j->wepoch;
-    j->wepoch ^= 1;
-    while (j->writing[begun]) {
-      o->awaiting_writes = 1;
-      pthread_cond_wait(&o->written, &o->mu);
-    }
-    o->awaiting_writes = 0;
     int retired[64];
     size_t nretired = j->nretired < 64 ? j->nretired : 64;
     memcpy(retired, j->retired, nretired * sizeof *retired);
@@ -1180,6 +1198,18 @@ static void *syncer_main(void *arg) {
     j->nretired -= nretired;
     int dir = j->dir_dirty, more = j->nretired != 0;
     j->dir_dirty = 0;
+    /* records up to target that an appending thread took out to write
+     * are on their way, to the active segment or one retired since: wait
+     * for those writes (short) before the sync, and before closing a
+     * retired segment's fd under them. Writes begun from here on count in
+     * the other parity, and go to segments this pass does not close. */
+    int begun = j->wepoch;
+    j->wepoch ^= 1;
+    while (j->writing[begun]) {
+      o->awaiting_writes = 1;
+      pthread_cond_wait(&o->written, &o->mu);
+    }
+    o->awaiting_writes = 0;
     pthread_mutex_unlock(&o->mu);
 
     int failed = 0, wrote = 0; /* 1: written; else an errno */
@@ -1205,12 +1235,7 @@ static void *syncer_main(void *arg) {
       j->write_failed = 0;
     else if (wrote)
       write_failed(j, num, wrote);
-    if (j->spare == NULL) { /* kept for the next batch */
-      j->spare = batch;
-      j->cspare = cbatch;
-    } else {
-      free(batch);
-    }
+    spare_keep(j, batch, cbatch);
     if (o->sync && !more && target > o->synced) {
       o->synced = target;
       atomic_store(&o->durable, target);
@@ -1330,11 +1355,7 @@ static void write_pending(flyte_outbox *o) {
   size_t n = j->npend, cap = j->cpend;
   uint64_t off = j->pend_off, num = a->num;
   int fd = a->fd, epoch = j->wepoch;
-  j->pend = j->spare;
-  j->cpend = j->cspare;
-  j->npend = 0;
-  j->spare = NULL;
-  j->cspare = 0;
+  pend_renew(j);
   j->writing[epoch]++; /* the fd stays open till the syncer saw it done */
   pthread_mutex_unlock(&o->mu);
   int rc = write_at(fd, buf, n, off), e = errno;
@@ -1345,12 +1366,7 @@ static void write_pending(flyte_outbox *o) {
     j->write_failed = 0;
   if (--j->writing[epoch] == 0 && o->awaiting_writes)
     pthread_cond_broadcast(&o->written);
-  if (j->spare == NULL) { /* kept for the next batch */
-    j->spare = buf;
-    j->cspare = cap;
-  } else {
-    free(buf);
-  }
+  spare_keep(j, buf, cap);
 }
 
 /* Appends a built frame. */
