@@ -253,9 +253,7 @@ local function waits_run(binary, case, n, settings)
   end, WAITS_PACK, binary)
 end
 
-local function waits_row(binary, case, n, settings)
-  local runs = {}
-  for i = 1, RUNS do runs[i] = waits_run(binary, case, n, settings) end
+local function waits_row(runs, n)
   if #runs == 0 then return nil end
   return { actions = n,
     actions_per_s = round(median_of(runs, "actions_per_s")),
@@ -279,12 +277,28 @@ local function bench_waits(report)
   report.waits = { previous_binary = PREV }
   for _, case in ipairs(WAITS) do
     if not listed(os.getenv("BENCH_WAITS"), case.key) then goto next end
+    -- outbox on and off alternate run by run, each beside the previous
+    -- binary: the machine's speed swings by a third within minutes, and
+    -- on/off ratios of runs minutes apart showed the swing more than the
+    -- outbox
+    local runs = { on = { new = {}, previous = {} },
+                   off = { new = {}, previous = {} } }
+    for _ = 1, RUNS do
+      for _, outbox in ipairs { "on", "off" } do
+        local settings = outbox == "off" and { FLYTE_OUTBOX = "off" } or {}
+        local mine = runs[outbox]
+        mine.new[#mine.new + 1] = waits_run(BINARY, case, case.n, settings)
+        if PREV then
+          mine.previous[#mine.previous + 1] =
+            waits_run(PREV, case, case.n_prev, settings)
+        end
+      end
+    end
     for _, outbox in ipairs { "on", "off" } do
-      local settings = outbox == "off" and { FLYTE_OUTBOX = "off" } or {}
       report.waits[case.key .. "_outbox_" .. outbox] = {
         label = case.label .. ", outbox " .. outbox,
-        new = waits_row(BINARY, case, case.n, settings),
-        previous = PREV and waits_row(PREV, case, case.n_prev, settings),
+        new = waits_row(runs[outbox].new, case.n),
+        previous = PREV and waits_row(runs[outbox].previous, case.n_prev),
       }
     end
     ::next::
@@ -735,6 +749,7 @@ local function print_report(r)
       .. "concurrency 256) unless said;")
     print("       this binary beside the previous one ("
       .. (r.waits.previous_binary or "not built") .. "), same run;")
+    print("       outbox on and off alternate run by run")
     print("       end MB: RssAnon 1.5 s after the last result")
     print(string.format("  %-46s %6s %9s %9s %8s %8s %7s %7s | %6s %9s %9s "
       .. "%8s %8s", "", "actions", "actions/s", "CPU ms/1k", "idle MB",
