@@ -18,12 +18,6 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 64
-/* Idle connections the loop keeps for reuse. libcurl's default keeps 4 per
- * transfer running at the moment, so a loop with one take running closed
- * all but 4 of the connections a burst of result posts had opened, and the
- * next burst opened them again: 2,225 connections in a 20,000-action echo
- * burst with the outbox on, 8 with this. */
-#define IDLE_CONNECTIONS 64
 
 enum { TAG_WAKE = 1, TAG_CURL = 2, TAG_IO = 3 };
 
@@ -204,6 +198,10 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
 
 CURLM *flyte_loop_multi(flyte_loop *l) { return l->multi; }
 
+void flyte_loop_set_connections(flyte_loop *l, long most) {
+  curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, most);
+}
+
 int flyte_loop_add(flyte_loop *l, CURL *easy) {
   return curl_multi_add_handle(l->multi, easy) == CURLM_OK ? 0 : -1;
 }
@@ -251,8 +249,7 @@ flyte_loop *flyte_loop_new(char *err, size_t errlen) {
       curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket) ||
       curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l) ||
       curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) ||
-      curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l) ||
-      curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)IDLE_CONNECTIONS)) {
+      curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l)) {
     snprintf(err, errlen, "cannot create a libcurl multi handle");
     goto fail;
   }

@@ -882,6 +882,9 @@ flyte_worker *flyte_worker_start(flyte_host *h, int index) {
     flyte_worker_free(w);
     return NULL;
   }
+  /* the actions the host may hold, each with a request at most, and the
+   * worker's own (its take, results handed over to it) */
+  flyte_loop_set_connections(w->loop, (long)h->cfg->concurrency + 16);
   flyte_loop_on_wake(w->loop, on_wake, w);
   w->sync_listening =
       h->outbox && flyte_outbox_on_sync(h->outbox, on_synced, w) == 0;
