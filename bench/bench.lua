@@ -13,6 +13,7 @@
 -- BENCH_ONLY=throughput,json runs some sections only (names: waits, throughput,
 -- latency, long, startup, idle, standin, floor, json); BENCH_WAITS=echo
 -- runs some of the waits cases only (names: http100, sleep100, exec100, echo).
+-- BENCH_RUNS=5 takes the median of 5 runs (default 3).
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;"
@@ -30,7 +31,9 @@ local PACK = ROOT .. "/bench/echo.lua"
 local PACK_ID = "BenchEcho" -- the stand-in's id for it: its name, no labels
 local OUT = (ROOT == "." and "" or ROOT .. "/") .. "build-release/bench.json"
 
-local RUNS = 3              -- each figure is the median of this many runs
+-- each figure is the median of this many runs
+local RUNS = math.tointeger(tonumber(os.getenv("BENCH_RUNS") or "3")) or 3
+assert(RUNS >= 1, "BENCH_RUNS must be a whole number of at least 1")
 local ECHO_N = 20000        -- actions per echo run
 local WAIT_N = 2000         -- actions per wait10 run
 local OUTBOX_N = 2000       -- per run with the outbox on (fsync: ~10x slower)
