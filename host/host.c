@@ -37,6 +37,9 @@
 #define STUCK_AFTER 1.0
 #define WATCH_BUSY 0.5
 #define WATCH_IDLE 5.0
+/* Seconds the end of a run may spend closing the pack's Lua states, whose
+ * finalizers Lua runs with hooks off */
+#define CLOSE_BOUND 5
 
 flyte_http_opts flyte_host_http_opts(flyte_host *h) {
   flyte_http_opts o = {h->cfg->jwt, h->cfg->insecure,
@@ -781,6 +784,40 @@ static int stop_threads(flyte_host *h) {
   return stuck;
 }
 
+/* Closes the workers (each its Lua states) and the health state. */
+static void *close_states(void *arg) {
+  flyte_host *h = arg;
+  for (int i = 0; i < atomic_load(&h->nworkers); i++)
+    flyte_worker_free(h->workers[i]);
+  for (int i = 0; i < h->ngraveyard; i++) flyte_worker_free(h->graveyard[i]);
+  flyte_pack_close(h->health_pack);
+  return NULL;
+}
+
+/* Closing a Lua state runs the pack's __gc finalizers, which Lua runs with
+ * hooks off: one that never returns would hold the exit for good. The
+ * states close on a thread of their own; past CLOSE_BOUND the process
+ * ends with rc without them. Whatever the host owed the API is on disk
+ * by then (the outbox is closed first). */
+static void close_states_bounded(flyte_host *h, int rc) {
+  pthread_t closer;
+  if (pthread_create(&closer, NULL, close_states, h) != 0) {
+    close_states(h);
+    return;
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += CLOSE_BOUND;
+  if (pthread_timedjoin_np(closer, NULL, &until) != 0) {
+    flyte_error("stopped, but closing the pack's Lua states did not end "
+                "within %d s (a __gc finalizer in pack code that does not "
+                "return?); exiting without them",
+                CLOSE_BOUND);
+    fflush(NULL);
+    _exit(rc);
+  }
+}
+
 int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   flyte_host host, *h = &host;
   char err[1024];
@@ -927,11 +964,8 @@ cleanup:
   /* the outbox's syncer calls the workers back: it goes first */
   flyte_outbox_close(h->outbox);
   h->outbox = NULL;
-  for (int i = 0; i < atomic_load(&h->nworkers); i++)
-    flyte_worker_free(h->workers[i]);
-  for (int i = 0; i < h->ngraveyard; i++) flyte_worker_free(h->graveyard[i]);
+  close_states_bounded(h, rc);
   free(h->graveyard);
-  flyte_pack_close(h->health_pack);
   for (flyte_gen *g = h->gens, *next; g; g = next) {
     next = g->next;
     flyte_pack_info_free(&g->info);

@@ -115,5 +115,25 @@ describe("a handler stuck where the hook cannot reach", function()
     assert.equal("FATAL", result.event)
     assert.same({ ok = true }, api:wait_result(api:enqueue("ok"), 10).payload)
   end)
+
+  it("stops even when closing its state runs a finalizer that loops",
+    function()
+      local api = testing.api()
+      local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
+      finally(function()
+        if host:exit_status() == nil then host:signal("KILL") end
+        api:stop()
+      end)
+      api:wait_registration()
+      assert.same({}, api:wait_result(api:enqueue("plant"), 10).payload)
+      host:signal("TERM")
+      -- the state closes at the end of the run; its finalizer never
+      -- returns: the host gives it 5 s, then ends
+      testing.wait(function() return host:exit_status() ~= nil end, 20,
+        "the host to exit")
+      assert.equal(0, host:exit_status())
+      assert.matches("closing the pack's Lua states did not end within 5 s",
+        host:log())
+    end)
 end)
 
