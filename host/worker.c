@@ -981,6 +981,9 @@ typedef struct {
   int stuck_in_it;
   int maybe_sent; /* its result may have reached the API already */
   double timeout;
+  const char *outcome; /* of its result: a static string */
+  double seconds;      /* its handler's run */
+  int counted;         /* in /metrics already */
 } claimed;
 
 /* Claims one action of w not yet delivered (its handler unfinished, or
@@ -1001,8 +1004,12 @@ static int claim(flyte_worker *w, claimed *c) {
     c->command = strdup(x->a.command ? x->a.command : "?");
     c->id = strdup(x->a.id ? x->a.id : "?");
     /* a result is final once its worker began delivering it */
-    if (from == OWNER_DELIVERING && x->res.body)
+    if (from == OWNER_DELIVERING && x->res.body) {
       c->body = strdup(x->res.body);
+      c->outcome = x->res.outcome;
+      c->seconds = x->res.seconds;
+    }
+    c->counted = x->adopted; /* counted where it was made, if at all */
     c->entry = x->entry;
     /* a post in flight or tried: the API may have it (then it answers
      * "not PENDING", which must end the retries) */
@@ -1052,6 +1059,10 @@ static void deliver_claimed(flyte_worker *w, flyte_worker *to,
                c->stuck_in_it ? "stuck past its timeout in code the host "
                                 "cannot interrupt"
                               : why);
+  } else if (!c->counted) { /* made before the worker got stuck */
+    flyte_metrics_action_done(h->metrics, c->command,
+                              c->outcome ? c->outcome : "success",
+                              c->seconds);
   }
   snprintf(what, sizeof what, "result of action %s (%s), handed over from "
            "worker %d", c->id, c->command, w->index);
@@ -1087,8 +1098,10 @@ static void hand_over(flyte_worker *w, flyte_worker *to, const char *why) {
   action *list = take_adopted(w);
   for (action *x = list, *next; x; x = next) {
     next = x->next;
-    claimed a = {x->a.result_url, x->a.command, x->a.id, x->res.body,
-                 x->entry, 0, 0, x->r.maybe_sent, 0};
+    /* handed over once already, and counted then */
+    claimed a = {.url = x->a.result_url, .command = x->a.command,
+                 .id = x->a.id, .body = x->res.body, .entry = x->entry,
+                 .maybe_sent = x->r.maybe_sent, .counted = 1};
     x->res.body = NULL; /* deliver_claimed owns it */
     deliver_claimed(w, to, http, &a, why);
     atomic_fetch_sub(&w->nactions, 1);

@@ -116,6 +116,33 @@ describe("a handler stuck where the hook cannot reach", function()
     assert.same({ ok = true }, api:wait_result(api:enqueue("ok"), 10).payload)
   end)
 
+  it("counts a result handed over from a stuck worker in /metrics",
+    function()
+      local api = testing.api()
+      local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
+      finally(function()
+        host:stop()
+        api:stop()
+      end)
+      api:wait_registration()
+      -- its result is made; its post waits 4 s in the API
+      api:fault { route = "result", delay = 4, count = 1 }
+      local ok = api:enqueue("ok")
+      testing.wait(function() return api:state().requests.result == 1 end,
+        10, "the result post")
+      -- the worker gets stuck: the result is handed to its successor
+      assert.equal("FATAL", api:wait_result(api:enqueue("pattern"), 10).event)
+      assert.same({ ok = true }, api:wait_result(ok, 10).payload)
+      local function completed(command, outcome)
+        local _, body = get(host, "/metrics")
+        return tonumber(body:match('\nflyte_actions_completed_total{command="'
+          .. command .. '",outcome="' .. outcome .. '"} (%d+)'))
+      end
+      testing.wait(function() return completed("ok", "success") == 1 end, 10,
+        "the handed-over result to be counted")
+      assert.equal(1, completed("pattern", "timeout"))
+    end)
+
   it("stops even when closing its state runs a finalizer that loops",
     function()
       local api = testing.api()
