@@ -63,6 +63,9 @@
  * record, or the syncer's just before its fdatasync) takes them all in
  * one pwrite; a larger one is written at once. */
 #define BEHIND_MAX ((size_t)64 << 10)
+/* Batches written at once without the lock, at most (one per thread):
+ * more wait for a ticket */
+#define TICKETS 4096
 
 static const unsigned char MAGIC[4] = {'F', 'J', 'R', '1'};
 
@@ -407,10 +410,13 @@ typedef struct {
    * of one per record, and none on the workers' threads. */
   int behind;
   atomic_int urgent; /* a taken record waits: flyte_outbox_flush writes it */
-  /* writes of what waited, by appending threads, under way without the
-   * lock, by the parity of the syncer's pass they began in: a sync waits
-   * for those begun before it looked */
-  int writing[2], wepoch;
+  /* writes of what waited, made without the lock, each with a ticket in
+   * the order the batches were taken: every ticket below written_upto is
+   * written. A take intent's write waits for those before it (a taken
+   * record ahead of it must not land after it); a sync waits for them
+   * before its fdatasync, and compaction for all */
+  uint64_t ticket_next, written_upto;
+  unsigned char ticket_done[TICKETS];
   unsigned char *pend;
   size_t npend, cpend;
   /* buffers written out, kept for the next batches: a writer takes the
@@ -1129,7 +1135,8 @@ struct flyte_outbox {
   pthread_cond_t work;    /* for the syncer */
   pthread_cond_t synced_cv; /* for flyte_outbox_wait */
   pthread_cond_t written;   /* an appending thread's write is done */
-  int waiters, awaiting_writes;
+  int waiters;
+  int awaiting_writes; /* threads waiting on `written` */
   _Atomic uint64_t durable;
   uint64_t synced; /* what the syncer made durable (under mu) */
   pthread_t syncer;
@@ -1139,6 +1146,50 @@ struct flyte_outbox {
   atomic_long lost_takes;
   uint64_t records, bytes, syncs;
 };
+
+/* ---- batches written without the lock (o->mu held on entry and return) */
+
+/* A ticket for a batch about to be written. */
+static uint64_t ticket_take(flyte_outbox *o) {
+  journal *j = o->j;
+  while (j->ticket_next - j->written_upto >= TICKETS) {
+    o->awaiting_writes++;
+    pthread_cond_wait(&o->written, &o->mu);
+    o->awaiting_writes--;
+  }
+  return j->ticket_next++;
+}
+
+/* The batch of ticket t is written (or failed). */
+static void ticket_finish(flyte_outbox *o, uint64_t t) {
+  journal *j = o->j;
+  j->ticket_done[t % TICKETS] = 1;
+  while (j->written_upto < j->ticket_next &&
+         j->ticket_done[j->written_upto % TICKETS]) {
+    j->ticket_done[j->written_upto % TICKETS] = 0;
+    j->written_upto++;
+  }
+  if (o->awaiting_writes) pthread_cond_broadcast(&o->written);
+}
+
+/* Waits until every batch with a ticket below upto is written. */
+static void written_wait(flyte_outbox *o, uint64_t upto) {
+  while (o->j->written_upto < upto) {
+    o->awaiting_writes++;
+    pthread_cond_wait(&o->written, &o->mu);
+    o->awaiting_writes--;
+  }
+}
+
+/* Waits for a moment with no batch on its way (returns 1, the lock held
+ * from then on), giving up after a while under steady writes (0). */
+static int writes_settle(flyte_outbox *o) {
+  for (int tries = 0; tries < 1000; tries++) {
+    if (o->j->written_upto == o->j->ticket_next) return 1;
+    written_wait(o, o->j->ticket_next);
+  }
+  return 0;
+}
 
 static int has_work(flyte_outbox *o) {
   journal *j = o->j;
@@ -1164,8 +1215,12 @@ static void *syncer_main(void *arg) {
     while (!o->stopping && !has_work(o)) pthread_cond_wait(&o->work, &o->mu);
     if (o->stopping && !has_work(o)) break;
     if (j->want_compact) {
-      j->want_compact = 0;
-      compact(j);
+      /* compaction reads old segments: no batch may be on its way to one
+       * (else it would read zeros where a record is being written) */
+      if (writes_settle(o)) {
+        j->want_compact = 0;
+        compact(j);
+      }
     }
     if (o->sync && j->seq > o->synced) {
       /* Under steady load, a sync at most every SYNC_GAP: the records of
@@ -1180,6 +1235,9 @@ static void *syncer_main(void *arg) {
       }
       last_sync = now_mono();
     }
+    /* this pass's batch goes out with a ticket, after every batch taken
+     * before it */
+    uint64_t ticket = ticket_take(o);
     uint64_t target = j->seq;
     int fd = j->active ? j->active->fd : -1;
     uint64_t num = j->active ? j->active->num : 0;
@@ -1201,21 +1259,18 @@ static void *syncer_main(void *arg) {
     /* records up to target that an appending thread took out to write
      * are on their way, to the active segment or one retired since: wait
      * for those writes (short) before the sync, and before closing a
-     * retired segment's fd under them. Writes begun from here on count in
-     * the other parity, and go to segments this pass does not close. */
-    int begun = j->wepoch;
-    j->wepoch ^= 1;
-    while (j->writing[begun]) {
-      o->awaiting_writes = 1;
-      pthread_cond_wait(&o->written, &o->mu);
-    }
-    o->awaiting_writes = 0;
+     * retired segment's fd under them. Batches taken from here on go to
+     * segments this pass does not close. */
+    written_wait(o, ticket);
     pthread_mutex_unlock(&o->mu);
 
     int failed = 0, wrote = 0; /* 1: written; else an errno */
     if (nbatch) wrote = fd < 0 ? EBADF
                         : write_at(fd, batch, nbatch, batch_off) == 0 ? 1
                                                                        : errno;
+    pthread_mutex_lock(&o->mu);
+    ticket_finish(o, ticket); /* an intent waiting on it goes on now */
+    pthread_mutex_unlock(&o->mu);
     for (size_t i = 0; i < nretired; i++) {
       if (o->sync && fdatasync(retired[i]) != 0) failed = errno;
       close(retired[i]);
@@ -1344,19 +1399,31 @@ void flyte_outbox_set_segment_size(flyte_outbox *o, size_t bytes) {
 }
 
 /* Writes what waits in memory, as flush_pending does, but without the
- * outbox's lock during the pwrite (held on entry and on return), so that
- * other threads append meanwhile. */
-static void write_pending(flyte_outbox *o) {
+ * outbox's lock during the pwrite, so that other threads append
+ * meanwhile. ordered: only after every batch taken before it is written
+ * (a take intent's: the file then never holds it without the taken
+ * records appended before it). */
+static void write_pending(flyte_outbox *o, int ordered) {
   journal *j = o->j;
-  segment *a = j->active;
   atomic_store(&j->urgent, 0);
-  if (j->npend == 0 || a == NULL) return;
+  if (j->npend == 0 || j->active == NULL) {
+    if (ordered) written_wait(o, j->ticket_next);
+    return;
+  }
+  uint64_t t = ticket_take(o); /* may wait: before the batch is taken */
+  segment *a = j->active;
+  if (j->npend == 0 || a == NULL) { /* written meanwhile */
+    ticket_finish(o, t);
+    if (ordered) written_wait(o, j->ticket_next);
+    return;
+  }
   unsigned char *buf = j->pend;
   size_t n = j->npend, cap = j->cpend;
   uint64_t off = j->pend_off, num = a->num;
-  int fd = a->fd, epoch = j->wepoch;
+  int fd = a->fd; /* open till the syncer saw this ticket finished */
   pend_renew(j);
-  j->writing[epoch]++; /* the fd stays open till the syncer saw it done */
+  atomic_store(&j->urgent, 0);
+  if (ordered) written_wait(o, t);
   pthread_mutex_unlock(&o->mu);
   int rc = write_at(fd, buf, n, off), e = errno;
   pthread_mutex_lock(&o->mu);
@@ -1364,8 +1431,7 @@ static void write_pending(flyte_outbox *o) {
     write_failed(j, num, e);
   else
     j->write_failed = 0;
-  if (--j->writing[epoch] == 0 && o->awaiting_writes)
-    pthread_cond_broadcast(&o->written);
+  ticket_finish(o, t);
   spare_keep(j, buf, cap);
 }
 
@@ -1387,7 +1453,7 @@ static int append(flyte_outbox *o, framed *f, char type, uint64_t ref,
   if (has_work(o)) pthread_cond_signal(&o->work);
   /* an intent is in the file before the take request goes: with what
    * waits (the taken records of this round), one pwrite */
-  if (rc == 0 && type == 'I') write_pending(o);
+  if (rc == 0 && type == 'I') write_pending(o, 1);
   pthread_mutex_unlock(&o->mu);
   return rc;
 }
@@ -1449,7 +1515,7 @@ int flyte_outbox_append_intent(flyte_outbox *o, const char *take_url,
 void flyte_outbox_flush(flyte_outbox *o) {
   if (!atomic_load(&o->j->urgent)) return;
   pthread_mutex_lock(&o->mu);
-  if (atomic_load(&o->j->urgent)) write_pending(o);
+  if (atomic_load(&o->j->urgent)) write_pending(o, 0);
   pthread_mutex_unlock(&o->mu);
 }
 

@@ -889,7 +889,9 @@ flyte_worker *flyte_worker_start(flyte_host *h, int index) {
   w->sync_listening =
       h->outbox && flyte_outbox_on_sync(h->outbox, on_synced, w) == 0;
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-    flyte_worker_free(w);
+    /* the outbox's syncer holds w as a listener from now on and may call
+     * it: w stays (a leak, on a start that fails anyway) */
+    if (!w->sync_listening) flyte_worker_free(w);
     return NULL;
   }
   return w;

@@ -27,6 +27,19 @@
 
 #include "test.h"
 
+#include <signal.h>
+#include <sys/syscall.h>
+
+/* pwrite, as the outbox calls it: slowed on other threads than the test's
+ * own (the syncer) while slow_writes is set, to hold a write in flight. */
+static pthread_t test_thread;
+static atomic_int slow_writes;
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
+  if (atomic_load(&slow_writes) && !pthread_equal(pthread_self(), test_thread))
+    usleep(300 * 1000);
+  return (ssize_t)syscall(SYS_pwrite64, fd, buf, n, off);
+}
+
 /* ---- helpers --------------------------------------------------------------- */
 
 static char *tmpdir(void) {
@@ -472,6 +485,49 @@ static void test_unlocked_writes(void) {
                i, t, i);
       CHECK(strstr(s.got, want) != NULL);
     }
+  flyte_outbox_close(o);
+  rm_rf(dir);
+  free(dir);
+}
+
+/* A taken record the syncer took out to write, slowly, and the worker's
+ * next take intent: the intent must not reach the file first. Killed
+ * right after that intent is written (its take request would go next),
+ * the journal must show one lost take (the second), not two. */
+static void test_intent_after_taken(void) {
+  char *dir = tmpdir();
+  pid_t pid = fork();
+  if (pid == 0) {
+    flyte_outbox *o = open_box(dir, FLYTE_OUTBOX_SYNC_ALWAYS);
+    char err[300];
+    uint64_t i1 = 0, t1 = 0, i2 = 0;
+    if (o == NULL ||
+        flyte_outbox_append_intent(o, "http://api/take", &i1, err,
+                                   sizeof err) != 0)
+      _exit(2);
+    flyte_outbox_wait(o, i1);
+    atomic_store(&slow_writes, 1);
+    if (flyte_outbox_append_taken(o, i1, URL, "echo", "act-1", &t1, err,
+                                  sizeof err) != 0)
+      _exit(2);
+    usleep(50 * 1000); /* the syncer has taken T1 out; its write is slow */
+    flyte_outbox_flush(o);
+    if (flyte_outbox_append_intent(o, "http://api/take", &i2, err,
+                                   sizeof err) != 0)
+      _exit(2);
+    kill(getpid(), SIGKILL);
+    _exit(3);
+  }
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  flyte_outbox *o = open_box(dir, FLYTE_OUTBOX_SYNC_ALWAYS);
+  CHECK(o != NULL);
+  if (o == NULL) return;
+  seen s = {.keep = NULL};
+  CHECK(recover(o, &s) == 1); /* act-1, taken: it ends FATAL */
+  CHECK(strstr(s.got, "taken:act-1:") != NULL);
+  CHECK(flyte_outbox_lost_takes(o) == 1);
   flyte_outbox_close(o);
   rm_rf(dir);
   free(dir);
@@ -985,6 +1041,7 @@ static int bench(int threads, double seconds) {
 }
 
 int main(int argc, char **argv) {
+  test_thread = pthread_self();
   flyte_log_setup(FLYTE_LOG_ERROR, FLYTE_LOG_TEXT);
   if (argc > 1 && strcmp(argv[1], "bench") == 0)
     return bench(argc > 2 ? atoi(argv[2]) : 8,
@@ -994,6 +1051,7 @@ int main(int argc, char **argv) {
   test_group_commit();
   test_write_behind();
   test_unlocked_writes();
+  test_intent_after_taken();
   test_rotation();
   test_crash();
   test_torn_and_corrupt();
