@@ -218,7 +218,8 @@ flyte_proc *flyte_exec_start(flyte_loop *loop, const flyte_exec_opts *o,
   sigset_t none, dflt;
   sigemptyset(&none);
   sigemptyset(&dflt);
-  int sigs[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD};
+  int sigs[] = {SIGPIPE, SIGXFSZ, SIGINT, SIGTERM, SIGHUP,
+                SIGUSR1, SIGUSR2, SIGCHLD};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     sigaddset(&dflt, sigs[i]);
   if ((rc = posix_spawn_file_actions_adddup2(&fa, in[0], 0)) != 0 ||

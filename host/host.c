@@ -847,6 +847,9 @@ int flyte_host_run(const flyte_config *cfg, const char *pack_path) {
   sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which
+   * the outbox reports; SIGXFSZ's default would end the host instead */
+  signal(SIGXFSZ, SIG_IGN);
   /* SIGUSR2 has no meaning here; its default would end the host and every
    * action it holds (SIGUSR1 is the signal thread's own wake-up) */
   signal(SIGUSR2, SIG_IGN);

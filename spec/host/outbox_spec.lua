@@ -215,6 +215,30 @@ describe("the outbox", function()
     end
   end)
 
+  it("keeps running when a file size limit stops its journal growing",
+    function()
+      -- RLIMIT_FSIZE (ulimit -f, a container's setting): a write past it
+      -- fails with EFBIG, and raises SIGXFSZ, which ends a process that
+      -- does not ignore it
+      local env = { FLYTE_API = api.url, FLYTE_OUTBOX = dir .. "/outbox",
+        FLYTE_POLL_INTERVAL = "0.5",
+        FLYTE_HEALTH_PORT = tostring(require("flyte.core").free_port()) }
+      local host = testing.spawn({ "prlimit", "--fsize=65536",
+        testing.binary(), "run", PACK }, env)
+      finally(function()
+        if host:exit_status() == nil then host:stop() end
+      end)
+      api:wait_registration()
+      local first, last = api:enqueue("echo", "x", "Cases.team.ops",
+        { count = 300 })
+      for id = first, last do
+        assert.same("x", api:wait_result(id, 20).payload)
+      end
+      assert.is_nil(host:exit_status())
+      assert.matches("outbox: cannot write to .*File too large", host:log())
+      assert.equal(0, host:stop())
+    end)
+
   it("can be turned off", function()
     local host = testing.host(PACK, api, { FLYTE_OUTBOX = "off" })
     api:wait_registration()
