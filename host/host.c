@@ -219,6 +219,7 @@ static char *metrics(flyte_host *h) {
     g.outbox_syncs = (unsigned long)st.syncs;
     g.outbox_segments = st.segments;
     g.outbox_lost_takes = flyte_outbox_lost_takes(h->outbox);
+    g.outbox_write_errors = st.write_errors;
   }
   flyte_events_gauges(h, &g.queue_depth, &g.queue_oldest_seconds);
   return flyte_metrics_render(h->metrics, &g);

@@ -306,6 +306,12 @@ char *flyte_metrics_render(flyte_metrics *m, const flyte_metrics_gauges *g) {
            "handed out an action that was lost (see the log for when).");
     fprintf(out, "flyte_outbox_lost_takes_total %ld\n",
             g->outbox_lost_takes);
+    header(out, "flyte_outbox_write_errors_total", "counter",
+           "Journal writes and syncs the disk refused (full, a file size "
+           "limit, an I/O error): what they held would not survive a "
+           "crash.");
+    fprintf(out, "flyte_outbox_write_errors_total %lu\n",
+            g->outbox_write_errors);
   }
   header(out, "flyte_loop_lag_seconds", "gauge",
          "The longest a worker's timer waited past its time since the last "

@@ -33,6 +33,7 @@ typedef struct {
   int outbox;                 /* the outbox is on: the next four mean it */
   unsigned long outbox_records, outbox_syncs; /* since start */
   long outbox_segments, outbox_lost_takes;
+  unsigned long outbox_write_errors;
   long queue_depth;
   double queue_oldest_seconds;
 } flyte_metrics_gauges;

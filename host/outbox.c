@@ -427,6 +427,7 @@ typedef struct {
   int nspare;
   uint64_t pend_off;
   int write_failed; /* said once, until a write succeeds again */
+  unsigned long write_errors; /* writes and syncs that failed */
 } journal;
 
 static char *path_join(const char *a, const char *b) {
@@ -641,6 +642,7 @@ static void undo_write(segment *a) {
 
 /* Says that a write of the journal failed: once, until one succeeds. */
 static void write_failed(journal *j, uint64_t num, int e) {
+  j->write_errors++;
   if (j->write_failed) return;
   j->write_failed = 1;
   char name[48];
@@ -785,6 +787,7 @@ static int journal_write(journal *j, framed *f, char type, uint64_t ref,
     snprintf(err, errlen, "cannot write to %s/%s: %s", j->slot, name,
              strerror(e));
     undo_write(a);
+    j->write_errors++;
     return -1;
   }
   uint64_t off = a->size;
@@ -1290,6 +1293,7 @@ static void *syncer_main(void *arg) {
       j->write_failed = 0;
     else if (wrote)
       write_failed(j, num, wrote);
+    if (failed) j->write_errors++;
     spare_keep(j, batch, cbatch);
     if (o->sync && !more && target > o->synced) {
       o->synced = target;
@@ -1607,6 +1611,7 @@ void flyte_outbox_stats_get(flyte_outbox *o, flyte_outbox_stats *st) {
   st->syncs = o->syncs;
   st->segments = o->j->nsegments;
   st->entries = (long)o->j->entries.n;
+  st->write_errors = o->j->write_errors;
   pthread_mutex_unlock(&o->mu);
 }
 

@@ -142,6 +142,7 @@ typedef struct {
   uint64_t syncs;   /* fdatasync rounds that advanced the durable sequence */
   long segments;    /* segment files on disk now */
   long entries;     /* entries and take intents not done yet */
+  unsigned long write_errors; /* writes and syncs the disk refused */
 } flyte_outbox_stats;
 void flyte_outbox_stats_get(flyte_outbox *o, flyte_outbox_stats *st);
 

@@ -220,9 +220,9 @@ describe("the outbox", function()
       -- RLIMIT_FSIZE (ulimit -f, a container's setting): a write past it
       -- fails with EFBIG, and raises SIGXFSZ, which ends a process that
       -- does not ignore it
+      local port = tostring(require("flyte.core").free_port())
       local env = { FLYTE_API = api.url, FLYTE_OUTBOX = dir .. "/outbox",
-        FLYTE_POLL_INTERVAL = "0.5",
-        FLYTE_HEALTH_PORT = tostring(require("flyte.core").free_port()) }
+        FLYTE_POLL_INTERVAL = "0.5", FLYTE_HEALTH_PORT = port }
       local host = testing.spawn({ "prlimit", "--fsize=65536",
         testing.binary(), "run", PACK }, env)
       finally(function()
@@ -236,6 +236,14 @@ describe("the outbox", function()
       end
       assert.is_nil(host:exit_status())
       assert.matches("outbox: cannot write to .*File too large", host:log())
+      -- counted for the operator's alerts
+      local status, body = testing.get("http://127.0.0.1:" .. port
+        .. "/metrics")
+      assert.equal(200, status)
+      local errors = tonumber(body:match(
+        "\nflyte_outbox_write_errors_total (%d+)"))
+      assert.is_true(errors and errors > 0, "write errors: "
+        .. tostring(errors))
       assert.equal(0, host:stop())
     end)
 
