@@ -57,6 +57,7 @@ describe("operating a pack", function()
         "flyte_actions_held", "flyte_concurrency", "flyte_loop_lag_seconds",
         "flyte_outbox_records_total", "flyte_outbox_syncs_total",
         "flyte_outbox_segments", "flyte_outbox_lost_takes_total",
+        "flyte_outbox_write_errors_total",
         "flyte_reloads_total", "flyte_registrations_total", "process_start_time_seconds",
         "flyte_build_info" } do
       assert.truthy(types[family], "no TYPE for " .. family)
