@@ -3,9 +3,12 @@
  *
  * Layout: DIR/slot-N/lock (flock'ed by the host using the slot) and
  * DIR/slot-N/journal-<number>.log segments, in the format outbox.h
- * describes. Each record goes to the active segment with one write(), under
- * the outbox's mutex, so the segments hold records in sequence order; the
- * syncer thread makes them durable in batches (group commit).
+ * describes. Records take their sequence number and place in the active
+ * segment under the outbox's mutex, so the segments hold them in sequence
+ * order. With sync on they wait in memory and go out in batches, each one
+ * pwrite made without the mutex (a take intent's at once, after the
+ * batches before it); the syncer thread writes what is left and makes it
+ * durable with one fdatasync per batch of batches (group commit).
  *
  * Entries: a taken, event or intent record starts an entry whose id is its
  * sequence number; a result record joins its entry; a done record (or, for
@@ -404,10 +407,12 @@ typedef struct {
   uint64_t *recovered; /* ids of the entries read at open, in order */
   size_t nrecovered;
   /* write-behind (the syncer's journal, sync on): the records appended
-   * since the syncer last took them, in order, bound for the active
-   * segment at pend_off. Only the step a record guards waits for it, and
-   * that step waits for the fdatasync anyway: one pwrite per sync instead
-   * of one per record, and none on the workers' threads. */
+   * since a writer last took them, in order, bound for the active segment
+   * at pend_off. A result, event or done record guards a step that waits
+   * for the fdatasync anyway; a taken record, one that waits for the
+   * worker's next intent or flush. So a take intent's pwrite carries what
+   * waits, and the syncer's the rest: about one pwrite per action, not
+   * one per record. */
   int behind;
   atomic_int urgent; /* a taken record waits: flyte_outbox_flush writes it */
   /* writes of what waited, made without the lock, each with a ticket in
