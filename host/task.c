@@ -385,15 +385,25 @@ static void resume(flyte_sched *s, flyte_task *t) {
   lua_State *co = t->L;
   flyte_task *root = t->root;
   int nres = 0;
+  double stop_at = atomic_load(&s->stop_at), due = root->deadline;
+  if (stop_at > 0 && (due == 0 || stop_at < due)) due = stop_at;
+  if (due > 0 && now() >= due) {
+    /* past its deadline before it runs (the loop ran late, or the host
+     * stopped the worker's tasks, as when the worker was replaced while
+     * stuck): not even the instructions before the hook fires */
+    if (!(root->deadline > 0 && now() >= root->deadline))
+      root->why = FLYTE_CALL_STOPPED;
+    kill_root(root, root->why);
+    return;
+  }
   t->state = T_RUNNING;
   s->current = t;
   flyte_state_over_limit(co, 1);
-  double stop_at = atomic_load(&s->stop_at), due = root->deadline;
-  if (stop_at > 0 && (due == 0 || stop_at < due)) due = stop_at;
-  atomic_store(&s->busy_root, root);
-  atomic_store(&s->busy_deadline, due);
+  /* for the watchdog, which only samples them */
+  atomic_store_explicit(&s->busy_root, root, memory_order_relaxed);
+  atomic_store_explicit(&s->busy_deadline, due, memory_order_relaxed);
   int rc = lua_resume(co, NULL, t->nargs, &nres);
-  atomic_store(&s->busy_deadline, 0);
+  atomic_store_explicit(&s->busy_deadline, 0, memory_order_relaxed);
   t->nargs = 0;
   s->current = NULL;
   if (root->killing) { /* the hook stopped it (or an error it raised) */

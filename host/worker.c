@@ -1154,6 +1154,9 @@ void flyte_worker_replace(flyte_worker *w, flyte_worker *to) {
   pthread_mutex_unlock(&h->mu);
   /* its take keeps its place in FLYTE_CONCURRENCY until the worker comes
    * back (if ever) and drops it: one place per stuck thread at most */
+  /* should the thread come back, the tasks it still holds run no more
+   * pack code: their actions are handed over, FATAL already */
+  flyte_sched_stop_at(w->sched, flyte_monotime());
   hand_over(w, to, "its worker got stuck in another action's code and was "
                    "replaced");
   pthread_mutex_lock(&h->mu);
