@@ -32,6 +32,8 @@ struct flyte_stub {
   json_t *routes;   /* "METHOD /path" -> answer */
   json_t *requests; /* what arrived, oldest first */
   int port;
+  pthread_cond_t wake; /* ends delays when the stub stops */
+  int stopping;
 };
 
 /* A request: its target as sent (path and query, not decoded) and body. */
@@ -123,11 +125,23 @@ static json_t *text_or_null(const char *s, size_t n) {
   return j ? j : json_null();
 }
 
-static void sleep_seconds(double s) {
-  if (s <= 0) return;
-  if (s > MAX_DELAY) s = MAX_DELAY;
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  nanosleep(&ts, NULL);
+/* Holds the connection's thread for a route's delay, or until the stub
+ * stops (so that stopping never waits out a delay). */
+static void delay(flyte_stub *s, double seconds) {
+  if (seconds <= 0) return;
+  if (seconds > MAX_DELAY) seconds = MAX_DELAY;
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += (time_t)seconds;
+  until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&s->mu);
+  while (!s->stopping && pthread_cond_timedwait(&s->wake, &s->mu, &until) == 0)
+    continue;
+  pthread_mutex_unlock(&s->mu);
 }
 
 /* Checks routes: an object of "METHOD /path" -> an object. NULL or why. */
@@ -245,7 +259,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
   pthread_mutex_unlock(&s->mu);
   if (route == NULL) return reply_json(c, 200, req);
   json_decref(req);
-  sleep_seconds(json_number_value(json_object_get(route, "delay")));
+  delay(s, json_number_value(json_object_get(route, "delay")));
   json_t *st = json_object_get(route, "status"), *rb = json_object_get(route,
                                                                        "body");
   unsigned status = st ? (unsigned)json_integer_value(st) : 200;
@@ -293,6 +307,11 @@ flyte_stub *flyte_stub_start(int port, const char *routes_json, char *err,
   }
   s->routes = routes;
   pthread_mutex_init(&s->mu, NULL);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->wake, &attr);
+  pthread_condattr_destroy(&attr);
   struct sockaddr_in addr;
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
@@ -320,9 +339,14 @@ int flyte_stub_port(const flyte_stub *s) { return s->port; }
 
 void flyte_stub_stop(flyte_stub *s) {
   if (s == NULL) return;
+  pthread_mutex_lock(&s->mu);
+  s->stopping = 1;
+  pthread_cond_broadcast(&s->wake);
+  pthread_mutex_unlock(&s->mu);
   if (s->daemon) MHD_stop_daemon(s->daemon);
   json_decref(s->routes);
   json_decref(s->requests);
+  pthread_cond_destroy(&s->wake);
   pthread_mutex_destroy(&s->mu);
   free(s);
 }

@@ -91,4 +91,17 @@ describe("testing.http_stub", function()
     assert.same({ 503, "busy" }, { res.status, res.body })
     assert.has_error(function() stub:route { ["nonsense"] = {} } end)
   end)
+
+  it("stops at once while a route's delay holds a request", function()
+    local core = require "flyte.core"
+    local stub = testing.http_stub { ["GET /slow"] = { delay = 20 } }
+    local client = testing.spawn { "curl", "-s", stub.url .. "/slow" }
+    testing.wait(function() return #stub:requests() == 1 end, 5,
+      "the request to arrive")
+    local t0 = core.monotime()
+    stub:stop()
+    assert.is_true(core.monotime() - t0 < 5, "the stop waited "
+      .. (core.monotime() - t0) .. " s")
+    client:stop()
+  end)
 end)
