@@ -487,11 +487,25 @@ function Process:log()
 end
 
 --- Waits until the log matches a Lua pattern; returns the first capture.
+--- Raises, naming `what` and the end of its log, if the process exited
+-- without being asked to (a wait for it would then never end).
+local function fail_if_exited(process, name, what)
+  local status = not process.signalled and process:exit_status()
+  if not status then return end
+  local lines = {}
+  for line in process:log():gmatch("[^\n]+") do lines[#lines + 1] = line end
+  error(string.format("%s exited with status %d before %s; the end of its "
+    .. "log:\n%s", name, status, what,
+    table.concat(lines, "\n", math.max(1, #lines - 19))), 0)
+end
+
 function Process:wait_log(pattern, timeout)
+  local what = "log line matching '" .. pattern .. "'"
   return M.wait(function()
-    return self:log():match(pattern)
-  end, timeout, "log line matching '" .. pattern .. "'\n--- log:\n"
-    .. "(see " .. self.log_path .. ")")
+    local found = self:log():match(pattern)
+    if found then return found end
+    fail_if_exited(self, "the process", what)
+  end, timeout, what .. "\n--- log:\n(see " .. self.log_path .. ")")
 end
 
 --- The exit status once it has exited, else nil.
@@ -593,14 +607,7 @@ local function wait_for_host(self, fn, timeout, what)
     local value = fn()
     if value then return value end
     local host = self.hosts and self.hosts[#self.hosts]
-    local status = host and not host.signalled and host:exit_status()
-    if status then
-      local lines = {}
-      for line in host:log():gmatch("[^\n]+") do lines[#lines + 1] = line end
-      error(string.format("flyte-host exited with status %d before %s; "
-        .. "the end of its log:\n%s", status, what,
-        table.concat(lines, "\n", math.max(1, #lines - 19))), 0)
-    end
+    if host then fail_if_exited(host, "flyte-host", what) end
   end, timeout, what)
 end
 

@@ -92,6 +92,17 @@ describe("testing.http_stub", function()
     assert.has_error(function() stub:route { ["nonsense"] = {} } end)
   end)
 
+  it("fails at once, with the stub's reason, on routes it refuses",
+    function()
+      local core = require "flyte.core"
+      local t0 = core.monotime()
+      local ok, err = pcall(testing.http_stub, { nonsense = {} })
+      assert.is_false(ok)
+      assert.truthy(err:find('a route must be "METHOD /path"', 1, true), err)
+      assert.is_true(core.monotime() - t0 < 5, "it took "
+        .. (core.monotime() - t0) .. " s")
+    end)
+
   it("stops at once while a route's delay holds a request", function()
     local core = require "flyte.core"
     local stub = testing.http_stub { ["GET /slow"] = { delay = 20 } }
