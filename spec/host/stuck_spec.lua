@@ -133,6 +133,9 @@ describe("a handler stuck where the hook cannot reach", function()
       -- the worker gets stuck: the result is handed to its successor
       assert.equal("FATAL", api:wait_result(api:enqueue("pattern"), 10).event)
       assert.same({ ok = true }, api:wait_result(ok, 10).payload)
+      -- it went through the hand-over, not its own worker's post
+      host:wait_log("result of action " .. ok .. " %(ok%), handed over "
+        .. "from worker 1", 10)
       local function completed(command, outcome)
         local _, body = get(host, "/metrics")
         return tonumber(body:match('\nflyte_actions_completed_total{command="'
