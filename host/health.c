@@ -42,7 +42,6 @@ struct flyte_health {
   conn *conns;
   pthread_t reaper;
   int reaper_started, stopping;
-  unsigned long reaped;
 };
 
 static double now(void) {
@@ -65,7 +64,6 @@ static void *reaper_main(void *arg) {
       if (c->due <= t) {
         shutdown(c->fd, SHUT_RDWR);
         c->due = 0;
-        h->reaped++;
       } else if (next == 0 || c->due < next) {
         next = c->due;
       }

@@ -494,9 +494,6 @@ static void touch_locked(flyte_standin *s) {
   pthread_cond_broadcast(&s->changed);
 }
 
-/* Queues an action; call with the lock held. input is borrowed and copied
- * (NULL: absent); pack_id NULL means the pack registered last. Returns the
- * action (valid until the lock is released), or NULL with *status, *msg. */
 /* Whether the pack's registration names the command; else writes the
  * refusal, naming the commands it has, to why. */
 static int knows_command(const pack_rec *p, const char *command, char *why,
@@ -520,6 +517,9 @@ static int knows_command(const pack_rec *p, const char *command, char *why,
   return 0;
 }
 
+/* Queues an action; call with the lock held. input is borrowed and copied
+ * (NULL: absent); pack_id NULL means the pack registered last. Returns the
+ * action (valid until the lock is released), or NULL with *status, *msg. */
 static action_rec *enqueue_locked(flyte_standin *s, const char *pack_id,
                                   const char *command, json_t *input,
                                   int any_command, unsigned *status,
@@ -670,9 +670,8 @@ static void api_list(flyte_standin *s, const request *rq, reply *out) {
     body = json_pack("{s:s, s:{s:s, s:s}, s:{}}", "swagger", "2.0", "info",
                      "title", "stand-in flyte-api", "version", "v1", "paths");
   } else {
-    const char *name = strcmp(url, "/v1/flows") == 0       ? "flows"
-                       : strcmp(url, "/v1/datastore") == 0 ? "datastore"
-                                                           : "flows";
+    const char *name =
+        strcmp(url, "/v1/datastore") == 0 ? "datastore" : "flows";
     body = json_pack("{s:[], s:[{s:o, s:s}, {s:o, s:s}]}", name, "links",
                      "href", json_sprintf("%s%s", b, url), "rel", "self",
                      "href", json_sprintf("%s/v1", b), "rel", "up");
