@@ -32,8 +32,11 @@ local PACK_ID = "BenchEcho" -- the stand-in's id for it: its name, no labels
 local OUT = (ROOT == "." and "" or ROOT .. "/") .. "build-release/bench.json"
 
 -- each figure is the median of this many runs
-local RUNS = math.tointeger(tonumber(os.getenv("BENCH_RUNS") or "3")) or 3
-assert(RUNS >= 1, "BENCH_RUNS must be a whole number of at least 1")
+local RUNS = math.tointeger(tonumber(os.getenv("BENCH_RUNS") or "3"))
+if not RUNS or RUNS < 1 then
+  error("BENCH_RUNS must be a whole number of at least 1, not '"
+    .. os.getenv("BENCH_RUNS") .. "'", 0)
+end
 local ECHO_N = 20000        -- actions per echo run
 local WAIT_N = 2000         -- actions per wait10 run
 local OUTBOX_N = 2000       -- per run with the outbox on (fsync: ~10x slower)
