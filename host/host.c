@@ -661,7 +661,7 @@ static int start_threads(flyte_host *h) {
 /* Waits for a thread to end until the grace period ends; a second signal
  * (which moves the deadline to now and broadcasts) ends the wait at once.
  * Returns 1 when the thread was joined. */
-static int join_in_grace(flyte_host *h, pthread_t t, double extra) {
+int flyte_host_join_in_grace(flyte_host *h, pthread_t t, double extra) {
   for (;;) {
     if (pthread_tryjoin_np(t, NULL) == 0) return 1;
     pthread_mutex_lock(&h->mu);
@@ -743,10 +743,17 @@ static int stop_threads(flyte_host *h) {
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->mu);
   flyte_host_wake_workers(h);
-  flyte_reload_stop(h);
+  /* a reload runs the pack's new code, which may never return: it gets
+   * the grace period, like the handlers */
+  int stuck = 0;
+  if (!flyte_reload_stop(h)) {
+    flyte_warn("the reload under way did not end after the host stopped "
+               "(does the pack's code, or a finalizer in it, never return?)");
+    stuck++;
+  }
   /* workers end their handlers at the grace deadline themselves, then
    * post the results for a few seconds more */
-  int stuck = 0, n = atomic_load(&h->nworkers);
+  int n = atomic_load(&h->nworkers);
   int joined[n > 0 ? n : 1];
   for (int i = 0; i < n; i++) {
     pthread_mutex_lock(&h->mu);
@@ -771,7 +778,7 @@ static int stop_threads(flyte_host *h) {
         flyte_worker_complete_stuck(h->workers[i], why);
   }
   if (h->observe_running) {
-    if (join_in_grace(h, h->observe, 1)) {
+    if (flyte_host_join_in_grace(h, h->observe, 1)) {
       h->observe_running = 0;
     } else {
       flyte_warn("observe did not return after the host stopped (does it "

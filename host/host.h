@@ -134,7 +134,12 @@ void flyte_host_on_reload(flyte_reload_fn fn, void *ud);
 /* reload.c: watching the pack's files and reloading on change or SIGHUP. */
 int flyte_reload_start(flyte_host *h);
 void flyte_reload_request(flyte_host *h); /* from the signal thread */
-void flyte_reload_stop(flyte_host *h);
+/* Stops the reloader: 1 once it ended, 0 when a reload still runs past
+ * the grace period (it is left behind). */
+int flyte_reload_stop(flyte_host *h);
+/* Joins t, waiting at most until the shutdown grace's end plus extra
+ * seconds: 1 when it ended. */
+int flyte_host_join_in_grace(flyte_host *h, pthread_t t, double extra);
 
 /* Wakes every worker's loop, and observe's: the host's state changed
  * (registration, polling, reload, stopping). */

@@ -157,11 +157,13 @@ void flyte_reload_request(flyte_host *h) {
   if (h->watch) flyte_watch_wake(h->watch);
 }
 
-void flyte_reload_stop(flyte_host *h) {
-  if (!h->reloader_running) return;
+int flyte_reload_stop(flyte_host *h) {
+  if (!h->reloader_running) return 1;
   flyte_watch_wake(h->watch);
-  pthread_join(h->reloader, NULL);
+  if (!flyte_host_join_in_grace(h, h->reloader, 1))
+    return 0; /* it still uses the watch: both stay */
   h->reloader_running = 0;
   flyte_watch_free(h->watch);
   h->watch = NULL;
+  return 1;
 }

@@ -77,6 +77,24 @@ describe("hot reload", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("stops within its grace while a reload runs code that never ends",
+    function()
+      host:stop()
+      host = testing.host(pack, api, { FLYTE_SHUTDOWN_GRACE = 1 })
+      api:wait_registration()
+      local marker = dir .. "/loading"
+      write(pack, ("io.open(%q, 'w'):close()\nwhile true do end\n")
+        :format(marker), true)
+      testing.wait(function() return io.open(marker) end, 10,
+        "the reload to run the new code")
+      host:signal("TERM")
+      testing.wait(function() return host:exit_status() ~= nil end, 15,
+        "the host to exit")
+      assert.equal(0, host:exit_status())
+      assert.matches("the reload under way did not end after the host "
+        .. "stopped", host:log())
+    end)
+
   it("runs the edited handler for the next action", function()
     assert.same({ handler = "v1", helper = "h1" }, version())
     write(pack, pack_source { version = "v2" }, true)
