@@ -80,8 +80,11 @@ describe("hot reload", function()
   it("stops within its grace while a reload runs code that never ends",
     function()
       host:stop()
+      local before = registrations()
       host = testing.host(pack, api, { FLYTE_SHUTDOWN_GRACE = 1 })
-      api:wait_registration()
+      -- this host's own registration: it watches the pack's files by then
+      testing.wait(function() return registrations() > before end, 10,
+        "the new host to register")
       local marker = dir .. "/loading"
       write(pack, ("io.open(%q, 'w'):close()\nwhile true do end\n")
         :format(marker), true)
