@@ -90,8 +90,21 @@ describe("kill -9 during a burst, and a restart each time", function()
           .. KILLS .. " kills")
         local all = table.concat(logs, "\n")
         local lost_logged = count(all, "may have been taken and lost")
-        assert.is_true(lost_logged >= s.pending, s.pending
-          .. " actions lost, " .. lost_logged .. " logged as possibly lost")
+        -- on a failure, which actions and what the logs say of each
+        local function lost_ids()
+          local ids = {}
+          for _, a in ipairs(api:state().actions) do
+            if a.state == "PENDING" then
+              local _, seen = all:gsub("/actions/" .. a.id .. "/", "")
+              ids[#ids + 1] = a.id .. " (in the logs " .. seen .. " times)"
+            end
+          end
+          return table.concat(ids, ", ")
+        end
+        if lost_logged < s.pending then
+          error(s.pending .. " actions lost, " .. lost_logged
+            .. " logged as possibly lost; lost: " .. lost_ids(), 0)
+        end
         assert.is_true(lost_logged <= KILLS)
         assert.equal(0, count(all, "not a valid record"))
         local echoed, fatal = 0, 0
