@@ -94,7 +94,6 @@ describe("testing.http_stub", function()
 
   it("fails at once, with the stub's reason, on routes it refuses",
     function()
-      local core = require "flyte.core"
       local t0 = core.monotime()
       local ok, err = pcall(testing.http_stub, { nonsense = {} })
       assert.is_false(ok)
@@ -104,7 +103,6 @@ describe("testing.http_stub", function()
     end)
 
   it("stops at once while a route's delay holds a request", function()
-    local core = require "flyte.core"
     local stub = testing.http_stub { ["GET /slow"] = { delay = 20 } }
     local client = testing.spawn { "curl", "-s", stub.url .. "/slow" }
     testing.wait(function() return #stub:requests() == 1 end, 5,
