@@ -25,6 +25,15 @@
 #define DENIED_BACKOFF_CAP 60.0
 #define FINAL_DELIVERY 5.0 /* seconds to post results after the grace */
 #define TRIM_AFTER 1.0     /* seconds idle before memory goes back */
+/* Result posts a worker starts at once; more wait for one of them to end,
+ * or POST_GRACE seconds at most. A sync of the journal releases its
+ * results together: against an API that answers within the grace, they
+ * go out over two connections one after another (on the stand-in, 18%
+ * more echo actions a second at 10% less CPU, and 8 connections in a
+ * burst instead of 80), and the API is not handed a burst of new
+ * connections; against a slower one, none waits more than the grace. */
+#define POSTS_AT_ONCE 2
+#define POST_GRACE 0.005
 /* seconds a full collection or a state's close may take (they run the
  * pack's __gc finalizers, which Lua cannot interrupt) before the
  * watchdog takes the worker for stuck */
@@ -62,6 +71,8 @@ typedef struct action {
   flyte_pack_result res;
   /* delivery */
   flyte_http_call *call;
+  struct action *post_prev, *post_next; /* waiting to post (post_queued) */
+  double post_queued; /* when it began to wait, or 0 */
   flyte_timer retry;
   flyte_retry r;
   double posted_at;
@@ -93,6 +104,9 @@ struct flyte_worker {
   int leading;
   flyte_timer poll_timer;
   flyte_timer trim_timer;
+  int posts;                     /* result posts in flight */
+  action *post_head, *post_tail; /* waiting for one to end, oldest first */
+  flyte_timer post_timer;        /* the grace of the oldest */
   double stop_deadline; /* the one applied to the running handlers */
   atomic_int ended;
   /* set by the watchdog (flyte_worker_check_stuck): the thread is stuck
@@ -107,6 +121,7 @@ struct flyte_worker {
 
 static void free_action(action *x);
 static void post(action *x);
+static void post_now(action *x);
 static void start_handler(flyte_worker *w, action *x);
 static void post_adopted(flyte_worker *w);
 static void retire_stuck(flyte_worker *w);
@@ -377,6 +392,70 @@ static double final_deadline(flyte_host *h) {
   return d;
 }
 
+/* ---- pacing result posts (POSTS_AT_ONCE) ------------------------------------ */
+
+static void post_unqueue(flyte_worker *w, action *x) {
+  if (x->post_prev)
+    x->post_prev->post_next = x->post_next;
+  else
+    w->post_head = x->post_next;
+  if (x->post_next)
+    x->post_next->post_prev = x->post_prev;
+  else
+    w->post_tail = x->post_prev;
+  x->post_prev = x->post_next = NULL;
+  x->post_queued = 0;
+}
+
+static void post_due(void *ud);
+
+/* The grace timer follows the oldest waiting post. */
+static void post_timer_set(flyte_worker *w) {
+  if (w->post_head)
+    flyte_timer_start(w->loop, &w->post_timer,
+                      w->post_head->post_queued + POST_GRACE, post_due, w);
+  else
+    flyte_timer_stop(w->loop, &w->post_timer);
+}
+
+static void post_wait(action *x) {
+  flyte_worker *w = x->w;
+  x->post_queued = flyte_monotime();
+  x->post_next = NULL;
+  x->post_prev = w->post_tail;
+  if (w->post_tail)
+    w->post_tail->post_next = x;
+  else
+    w->post_head = x;
+  w->post_tail = x;
+  if (w->post_head == x) post_timer_set(w);
+}
+
+/* Starts waiting posts: the oldest while fewer than POSTS_AT_ONCE are in
+ * flight, and any past its grace whatever the number (the API is slower
+ * than the grace: they go out on more connections). */
+static void post_waiting(flyte_worker *w) {
+  double now = -1;
+  while (w->post_head) {
+    action *x = w->post_head;
+    if (w->posts >= POSTS_AT_ONCE) {
+      if (now < 0) now = flyte_monotime();
+      if (x->post_queued + POST_GRACE > now) break;
+    }
+    post_unqueue(w, x);
+    post_now(x);
+  }
+  post_timer_set(w);
+}
+
+static void post_due(void *ud) { post_waiting(ud); }
+
+/* A post ended: the oldest waiting one takes its place. */
+static void post_ended(flyte_worker *w) {
+  w->posts--;
+  if (w->post_head) post_waiting(w);
+}
+
 static void on_retry(void *ud) {
   action *x = ud;
   flyte_host *h = x->w->h;
@@ -397,6 +476,7 @@ static void posted(flyte_http_call *call, void *ud) {
   char err[512];
   long status = -1;
   x->call = NULL;
+  post_ended(x->w);
   if (flyte_http_result(call, &r) == 0) {
     status = r.status;
     err[0] = '\0';
@@ -425,6 +505,13 @@ static void posted(flyte_http_call *call, void *ud) {
 }
 
 static void post(action *x) {
+  if (x->w->posts >= POSTS_AT_ONCE && atomic_load(&x->owner) != OWNER_MAIN)
+    post_wait(x);
+  else
+    post_now(x);
+}
+
+static void post_now(action *x) {
   char err[256];
   if (atomic_load(&x->owner) == OWNER_MAIN) { /* handed over: another posts */
     action_over(x, FLYTE_REFUSED);
@@ -441,6 +528,7 @@ static void post(action *x) {
   }
   x->call = flyte_http_start(x->w->http, x->w->loop, &req, posted, x, err,
                              sizeof err);
+  if (x->call) x->w->posts++;
   if (x->call == NULL) { /* out of memory: try again later */
     double wait = 0;
     flyte_retry_verdict(&x->r, -1, err, x->what, x->res.body,
@@ -622,7 +710,20 @@ static void free_action(action *x) {
     if (w->sync_tail == x) w->sync_tail = prev;
   }
   if (x->task) flyte_task_free(x->task);
-  if (x->call) flyte_http_release(x->call);
+  if (x->post_queued) {
+    post_unqueue(w, x);
+    post_timer_set(w);
+  }
+  if (x->call) {
+    flyte_http_release(x->call);
+    x->call = NULL;
+    /* the waiting ones go on from the loop, not from inside a caller
+     * that walks the actions */
+    w->posts--;
+    if (w->post_head)
+      flyte_timer_start(w->loop, &w->post_timer, flyte_monotime(), post_due,
+                        w);
+  }
   flyte_timer_stop(w->loop, &x->retry);
   pthread_mutex_lock(&w->mu);
   if (x->prev)
@@ -1206,6 +1307,7 @@ void flyte_worker_free(flyte_worker *w) {
   flyte_take_scan_free(w->take_scan);
   if (w->loop) flyte_timer_stop(w->loop, &w->poll_timer);
   if (w->loop) flyte_timer_stop(w->loop, &w->trim_timer);
+  if (w->loop) flyte_timer_stop(w->loop, &w->post_timer);
   for (wstate *st = w->states, *next; st; st = next) {
     next = st->next;
     flyte_pack_close(st->pack);
