@@ -112,10 +112,7 @@ static void put32(unsigned char *p, uint32_t v) {
   for (int i = 0; i < 4; i++, v >>= 8) p[i] = (unsigned char)v;
 }
 
-uint32_t flyte_crc32c(uint32_t crc, const void *buf, size_t len) {
-  pthread_once(&crc_once, crc_init);
-  const unsigned char *p = buf;
-  crc = ~crc;
+static uint32_t crc_soft(uint32_t crc, const unsigned char *p, size_t len) {
   while (len >= 8) {
     uint64_t w = get64(p) ^ crc;
     crc = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
@@ -126,7 +123,44 @@ uint32_t flyte_crc32c(uint32_t crc, const void *buf, size_t len) {
     len -= 8;
   }
   while (len--) crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-  return ~crc;
+  return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* SSE4.2's crc32 instruction computes the same CRC32C, 8 bytes a cycle or
+ * so: about a tenth of the tables' time on a journal record. */
+__attribute__((target("sse4.2"))) static uint32_t
+crc_sse42(uint32_t crc, const unsigned char *p, size_t len) {
+  uint64_t c = crc;
+  while (len >= 8) {
+    c = __builtin_ia32_crc32di(c, get64(p));
+    p += 8;
+    len -= 8;
+  }
+  crc = (uint32_t)c;
+  while (len--) crc = __builtin_ia32_crc32qi(crc, *p++);
+  return crc;
+}
+#endif
+
+static uint32_t (*crc_fn)(uint32_t, const unsigned char *, size_t) = crc_soft;
+
+static void crc_pick(void) {
+  crc_init();
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("sse4.2")) crc_fn = crc_sse42;
+#endif
+}
+
+uint32_t flyte_crc32c(uint32_t crc, const void *buf, size_t len) {
+  pthread_once(&crc_once, crc_pick);
+  return ~crc_fn(~crc, buf, len);
+}
+
+uint32_t flyte_crc32c_tables(uint32_t crc, const void *buf, size_t len) {
+  pthread_once(&crc_once, crc_pick);
+  return ~crc_soft(~crc, buf, len);
 }
 
 /* ---- records ------------------------------------------------------------- */

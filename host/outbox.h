@@ -193,7 +193,10 @@ size_t flyte_journal_scan(const unsigned char *buf, size_t len,
  * a valid record or out of memory. */
 unsigned char *flyte_journal_encode(const flyte_journal_record *r,
                                     size_t *len);
-/* CRC32C (Castagnoli) of buf, continuing from crc (0 to start). */
+/* CRC32C (Castagnoli) of buf, continuing from crc (0 to start): with
+ * SSE4.2's crc32 instruction where the CPU has it. */
 uint32_t flyte_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The same from tables alone (the path of other CPUs), for the tests. */
+uint32_t flyte_crc32c_tables(uint32_t crc, const void *buf, size_t len);
 
 #endif
