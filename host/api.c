@@ -625,7 +625,12 @@ struct flyte_take_scan {
   char links[SCAN_VALUE], command[1024];
   size_t links_len, command_len;
   int links_count, command_count, broken;
+  int command_long; /* the command did not fit: a stand-in name is used */
 };
+
+/* The command name of an action whose name did not fit (1 KiB or more):
+ * its result link is still followed, and it ends FATAL. */
+#define LONG_COMMAND "\"(a command name of 1 KiB or more)\""
 
 flyte_take_scan *flyte_take_scan_new(void) {
   flyte_take_scan *t = calloc(1, sizeof *t);
@@ -638,6 +643,8 @@ static void scan_keep(flyte_take_scan *t, char c) {
   size_t cap = t->value == t->links ? sizeof t->links : sizeof t->command;
   if (*t->value_len < cap - 1)
     t->value[(*t->value_len)++] = c;
+  else if (t->value == t->command)
+    t->command_long = 1; /* the rest of the name is not kept */
   else
     t->broken = 1; /* too long to be a link list: then none is followed */
 }
@@ -739,7 +746,8 @@ flyte_take_result flyte_take_scan_finish(flyte_take_scan *t, long status,
     return FLYTE_TAKE_ERROR;
   }
   /* the envelope alone, read as any reply is */
-  size_t cap = t->links_len + t->command_len + 64;
+  const char *command = t->command_long ? LONG_COMMAND : t->command;
+  size_t cap = t->links_len + strlen(command) + 64;
   char *env = malloc(cap);
   if (env == NULL) {
     snprintf(err, errlen, "take: out of memory" STRANDED);
@@ -747,7 +755,7 @@ flyte_take_result flyte_take_scan_finish(flyte_take_scan *t, long status,
   }
   int len = snprintf(env, cap, "{\"links\":%s%s%s}", t->links,
                      t->command_count == 1 ? ",\"command\":" : "",
-                     t->command_count == 1 ? t->command : "");
+                     t->command_count == 1 ? command : "");
   flyte_take_result rc =
       flyte_api_parse_take(200, env, (size_t)len, out, err, errlen);
   free(env);

@@ -217,6 +217,25 @@ static void test_take_hostile_input(void) {
       flyte_take_scan_free(t);
     }
   }
+  /* a command name of 1 KiB or more: the link is still followed, and the
+   * action ends FATAL under a stand-in name */
+  {
+    char body[4096];
+    int n = snprintf(body, sizeof body, "{\"command\":\"");
+    memset(body + n, 'c', 2000);
+    snprintf(body + n + 2000, sizeof body - (size_t)n - 2000,
+             "\",\"links\":" REAL_LINKS "}");
+    flyte_take_scan *t = flyte_take_scan_new();
+    flyte_take_scan_feed(t, body, strlen(body));
+    CHECK(flyte_take_scan_finish(t, 200, 9999, 100, &a, err, sizeof err) ==
+          FLYTE_TAKE_ACTION);
+    CHECK_STR(a.result_url, REAL_URL);
+    CHECK_STR(a.command, "(a command name of 1 KiB or more)");
+    CHECK(a.input_error != NULL);
+    flyte_action_free(&a);
+    flyte_take_scan_free(t);
+  }
+
   /* no top-level links (only one inside the input), or two: no action */
   static const char *const linkless[] = {
       "{\"command\":\"go\",\"input\":{\"links\":" REAL_LINKS "}}",
