@@ -421,7 +421,8 @@ int flyte_http_result(flyte_http_call *c, flyte_http_resp *resp) {
   if (c->result != CURLE_OK) {
     if (c->body.overflow)
       snprintf(resp->error, sizeof resp->error,
-               "response body larger than %zu bytes", c->body.max);
+               "response body larger than %zu bytes",
+               c->body.sinking ? SINK_MAX : c->body.max);
     else if (c->result == CURLE_ABORTED_BY_CALLBACK)
       snprintf(resp->error, sizeof resp->error, "request cancelled");
     else
