@@ -133,7 +133,9 @@ __attribute__((target("sse4.2"))) static uint32_t
 crc_sse42(uint32_t crc, const unsigned char *p, size_t len) {
   uint64_t c = crc;
   while (len >= 8) {
-    c = __builtin_ia32_crc32di(c, get64(p));
+    uint64_t w; /* x86 is little-endian: the word as it lies */
+    memcpy(&w, p, 8);
+    c = __builtin_ia32_crc32di(c, w);
     p += 8;
     len -= 8;
   }

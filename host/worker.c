@@ -436,9 +436,10 @@ static void post_wait(action *x) {
  * than the grace: they go out on more connections). */
 static void post_waiting(flyte_worker *w) {
   double now = -1;
+  int stopping = atomic_load(&w->h->stopping);
   while (w->post_head) {
     action *x = w->post_head;
-    if (w->posts >= POSTS_AT_ONCE) {
+    if (w->posts >= POSTS_AT_ONCE && !stopping) {
       if (now < 0) now = flyte_monotime();
       if (x->post_queued + POST_GRACE > now) break;
     }
@@ -476,7 +477,6 @@ static void posted(flyte_http_call *call, void *ud) {
   char err[512];
   long status = -1;
   x->call = NULL;
-  post_ended(x->w);
   if (flyte_http_result(call, &r) == 0) {
     status = r.status;
     err[0] = '\0';
@@ -491,6 +491,7 @@ static void posted(flyte_http_call *call, void *ud) {
   flyte_metrics_api(h->metrics, "result", status < 0 ? 0 : status,
                     flyte_monotime() - x->posted_at);
   flyte_http_release(call);
+  post_ended(x->w); /* the next may reuse this call's connection */
   double wait = 0;
   int v = flyte_retry_verdict(&x->r, status, err, x->what, x->res.body,
                               strlen(x->res.body), &wait);
@@ -505,7 +506,11 @@ static void posted(flyte_http_call *call, void *ud) {
 }
 
 static void post(action *x) {
-  if (x->w->posts >= POSTS_AT_ONCE && atomic_load(&x->owner) != OWNER_MAIN)
+  flyte_worker *w = x->w;
+  /* in turn, behind those waiting; not once the host is stopping (a post
+   * then goes at once, before the final deadline) */
+  if ((w->post_head || w->posts >= POSTS_AT_ONCE) &&
+      atomic_load(&x->owner) != OWNER_MAIN && !atomic_load(&w->h->stopping))
     post_wait(x);
   else
     post_now(x);
