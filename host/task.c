@@ -1229,6 +1229,13 @@ static int core_run(lua_State *L) {
   flyte_sched *s = sched_of(L);
   if (s && s->current)
     return luaL_error(L, "flyte.core.run: already inside a task");
+  /* a worker's own loop (a finalizer between actions, say): running it
+   * from here would run its callbacks inside whatever code of the worker
+   * collected the garbage */
+  if (s && !s->blocking_ok)
+    return luaL_error(L, "flyte.core.run cannot run here: it was called "
+                         "outside any action (a finalizer, or code run "
+                         "between actions)");
   lua_remove(L, 1);
   char err[2048];
   flyte_call_status st =

@@ -146,6 +146,29 @@ describe("a handler stuck where the hook cannot reach", function()
       assert.equal(1, completed("pattern", "timeout"))
     end)
 
+  it("refuses flyte.core.run in a finalizer run between actions", function()
+    -- it would run the worker's own event loop from inside whatever code
+    -- collected the garbage, and with it the callbacks of other actions
+    local api = testing.api()
+    local host = testing.host(PACK, api, { FLYTE_WORKERS = 1,
+      FLYTE_OUTBOX = "off" })
+    finally(function()
+      host:stop()
+      api:stop()
+    end)
+    api:wait_registration()
+    api:wait_result(api:enqueue("plant_run"), 10)
+    -- a worker idle for a second collects; ask less often than that
+    local ran
+    for _ = 1, 10 do
+      core.sleep(1.3)
+      ran = api:wait_result(api:enqueue("ran"), 10).payload.ran
+      if ran then break end
+    end
+    assert.matches("flyte.core.run cannot run here: it was called outside "
+      .. "any action", ran)
+  end)
+
   it("stops even when closing its state runs a finalizer that loops",
     function()
       local api = testing.api()
