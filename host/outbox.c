@@ -1183,6 +1183,7 @@ struct flyte_outbox {
   pthread_cond_t work;    /* for the syncer */
   pthread_cond_t synced_cv; /* for flyte_outbox_wait */
   pthread_cond_t written;   /* an appending thread's write is done */
+  pthread_cond_t hurry;     /* ends the syncer's pause: a waiter, a stop */
   int waiters;
   int awaiting_writes; /* threads waiting on `written` */
   _Atomic uint64_t durable;
@@ -1276,10 +1277,18 @@ static void *syncer_main(void *arg) {
        * blocking functions), nor when stopping. */
       double since = now_mono() - last_sync;
       if (since < SYNC_GAP && !o->waiters && !o->stopping) {
-        pthread_mutex_unlock(&o->mu);
-        struct timespec ts = {0, (long)((SYNC_GAP - since) * 1e9)};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&o->mu);
+        /* the pause ends early when a thread starts to wait (it holds up
+         * its worker's loop) or the outbox closes */
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += (long)((SYNC_GAP - since) * 1e9);
+        if (until.tv_nsec >= 1000000000L) {
+          until.tv_sec++;
+          until.tv_nsec -= 1000000000L;
+        }
+        while (!o->waiters && !o->stopping &&
+               pthread_cond_timedwait(&o->hurry, &o->mu, &until) == 0)
+          continue;
       }
       last_sync = now_mono();
     }
@@ -1368,6 +1377,11 @@ flyte_outbox *flyte_outbox_open(const char *dir, int sync, char *err,
   pthread_mutex_init(&o->mu, NULL);
   pthread_cond_init(&o->work, NULL);
   pthread_cond_init(&o->synced_cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&o->hurry, &ca);
+  pthread_condattr_destroy(&ca);
   pthread_cond_init(&o->written, NULL);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
@@ -1425,6 +1439,7 @@ void flyte_outbox_close(flyte_outbox *o) {
     pthread_mutex_lock(&o->mu);
     o->stopping = 1;
     pthread_cond_signal(&o->work);
+    pthread_cond_signal(&o->hurry);
     pthread_mutex_unlock(&o->mu);
     pthread_join(o->syncer, NULL);
   }
@@ -1435,6 +1450,7 @@ void flyte_outbox_close(flyte_outbox *o) {
   }
   pthread_cond_destroy(&o->work);
   pthread_cond_destroy(&o->synced_cv);
+  pthread_cond_destroy(&o->hurry);
   pthread_cond_destroy(&o->written);
   pthread_mutex_destroy(&o->mu);
   free(o->dir);
@@ -1595,6 +1611,7 @@ void flyte_outbox_wait(flyte_outbox *o, uint64_t seq) {
   if (atomic_load(&o->durable) >= seq) return;
   pthread_mutex_lock(&o->mu);
   o->waiters++;
+  pthread_cond_signal(&o->hurry);
   while (atomic_load(&o->durable) < seq) pthread_cond_wait(&o->synced_cv, &o->mu);
   o->waiters--;
   pthread_mutex_unlock(&o->mu);
