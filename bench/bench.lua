@@ -286,11 +286,13 @@ local function bench_waits(report)
     -- outbox on and off alternate run by run, each beside the previous
     -- binary: the machine's speed swings by a third within minutes, and
     -- on/off ratios of runs minutes apart showed the swing more than the
-    -- outbox
+    -- outbox. Which goes first alternates too, so that neither always
+    -- runs after the other.
     local runs = { on = { new = {}, previous = {} },
                    off = { new = {}, previous = {} } }
-    for _ = 1, RUNS do
-      for _, outbox in ipairs { "on", "off" } do
+    for run = 1, RUNS do
+      local order = run % 2 == 1 and { "on", "off" } or { "off", "on" }
+      for _, outbox in ipairs(order) do
         local settings = outbox == "off" and { FLYTE_OUTBOX = "off" } or {}
         local mine = runs[outbox]
         mine.new[#mine.new + 1] = waits_run(BINARY, case, case.n, settings)
