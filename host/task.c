@@ -566,6 +566,18 @@ typedef struct {
 
 static int private_gc(lua_State *L) {
   private_sched *p = lua_touserdata(L, 1);
+  /* The registry holds it: this runs when the state closes. Finalizers
+   * that run after this one must not find the freed scheduler, nor make
+   * another that nothing would free. */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &sched_key);
+  int ours = lua_touserdata(L, -1) == (void *)p->sched;
+  lua_pop(L, 1);
+  if (ours && p->sched) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &sched_key);
+  }
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &private_key);
   flyte_sched_free(p->sched);
   flyte_loop_free(p->loop);
   p->sched = NULL;
@@ -575,6 +587,10 @@ static int private_gc(lua_State *L) {
 
 /* A scheduler of the state's own, made in protected mode. */
 static int make_private(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &private_key);
+  if (lua_isboolean(L, -1))
+    return luaL_error(L, "the Lua state is closing: nothing can wait here");
+  lua_pop(L, 1);
   private_sched *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
   lua_createtable(L, 0, 1);

@@ -79,4 +79,30 @@ describe("handlers in flyte.testing", function()
       "flyte.exec: unknown option 'shell' (options: cmd, cwd, env, stdin, "
       .. "timeout)")
   end)
+
+  it("refuses to run a task from a finalizer once the state closes",
+    function()
+      -- the object's finalizer runs after the scheduler's own (finalizers
+      -- run newest first when the state closes): it used to find the
+      -- freed scheduler (AddressSanitizer: heap-use-after-free)
+      local script = testing.tmpname()
+      finally(function() os.remove(script) end)
+      local f = assert(io.open(script, "w"))
+      f:write(string.format("package.cpath = %q .. ';' .. package.cpath\n",
+        package.cpath:match("[^;]*build[^;]*%?%.so") or "build/?.so"))
+      f:write([[
+local core = require "flyte.core"
+setmetatable({}, { __gc = function()
+  print("finalizer", select(3, core.run(0, function() return 1 end)))
+end })
+print("first", select(2, core.run(0, function() return 2 end)))
+]])
+      f:close()
+      local p = assert(io.popen("lua5.4 " .. script .. " 2>&1"))
+      local out = p:read("a")
+      local ok = p:close()
+      assert.is_true(ok, out)
+      assert.equal("first\t2\nfinalizer\tthe Lua state is closing: "
+        .. "nothing can wait here\n", out)
+    end)
 end)
