@@ -117,6 +117,7 @@ struct flyte_worker {
   const flyte_task *stuck_root; /* the task it was stuck in */
   pthread_mutex_t adopt_mu; /* what other threads hand over */
   action *adopted;
+  int adopt_closed; /* the loop has ended or is ending: none is taken */
 };
 
 static void free_action(action *x);
@@ -124,6 +125,7 @@ static void post(action *x);
 static void post_now(action *x);
 static void start_handler(flyte_worker *w, action *x);
 static void post_adopted(flyte_worker *w);
+static int adopt_close(flyte_worker *w);
 static void retire_stuck(flyte_worker *w);
 
 /* ---- the journal's group commit ------------------------------------------ */
@@ -949,7 +951,9 @@ static void *worker_main(void *arg) {
       flyte_timer_start(w->loop, &w->trim_timer,
                         flyte_monotime() + TRIM_AFTER, trim, w);
     }
-    if (atomic_load(&h->stopping) && n == 0 && w->take == NULL) break;
+    if (atomic_load(&h->stopping) && n == 0 && w->take == NULL &&
+        adopt_close(w))
+      break;
     /* a taken record is written before the loop sleeps (it must survive
      * the process, and waits in memory until the next take intent or
      * here); without a sync listener (more than the outbox takes), the
@@ -964,6 +968,9 @@ static void *worker_main(void *arg) {
     }
     flyte_worker_note_lag(h, flyte_loop_take_lag(w->loop));
   }
+  pthread_mutex_lock(&w->adopt_mu); /* whatever way the loop ended */
+  w->adopt_closed = 1;
+  pthread_mutex_unlock(&w->adopt_mu);
   atomic_store(&w->ended, 1);
   pthread_mutex_lock(&h->mu);
   pthread_cond_broadcast(&h->cond);
@@ -1027,14 +1034,32 @@ int flyte_worker_adopt(flyte_worker *w, const char *url, const char *body,
   flyte_retry_init(&x->r, maybe_sent);
   snprintf(x->what, sizeof x->what, "%s", what);
   pthread_mutex_lock(&w->adopt_mu);
+  if (w->adopt_closed) { /* its loop has ended: the caller posts it */
+    pthread_mutex_unlock(&w->adopt_mu);
+    flyte_action_free(&x->a);
+    free(x->res.body);
+    free(x);
+    return -1;
+  }
   x->next = w->adopted;
   w->adopted = x;
-  pthread_mutex_unlock(&w->adopt_mu);
   /* held like an action: the worker does not end before it is posted */
   atomic_fetch_add(&w->h->in_flight, 1);
   atomic_fetch_add(&w->nactions, 1);
+  pthread_mutex_unlock(&w->adopt_mu);
   flyte_loop_wake(w->loop);
   return 0;
+}
+
+/* The loop may end: nothing was handed over since it last looked, and
+ * from now on nothing is (flyte_worker_adopt fails, and its caller posts
+ * what it had). */
+static int adopt_close(flyte_worker *w) {
+  pthread_mutex_lock(&w->adopt_mu);
+  int empty = w->adopted == NULL;
+  if (empty) w->adopt_closed = 1;
+  pthread_mutex_unlock(&w->adopt_mu);
+  return empty;
 }
 
 /* What other threads handed over so far: the list is the caller's now. */
@@ -1176,14 +1201,18 @@ static void deliver_claimed(flyte_worker *w, flyte_worker *to,
            "worker %d", c->id, c->command, w->index);
   if (body == NULL) {
     flyte_error("action %s: out of memory building its FATAL", c->id);
-  } else if (to) {
-    if (flyte_worker_adopt(to, c->url, body, c->entry, what, c->maybe_sent) !=
-        0)
-      flyte_error("action %s: out of memory handing it over", c->id);
-  } else {
-    flyte_delivery d = http ? flyte_deliver(h, http, "result", c->url, body,
-                                            strlen(body), what, c->maybe_sent)
-                            : FLYTE_ABANDONED;
+  } else if (!to || flyte_worker_adopt(to, c->url, body, c->entry, what,
+                                       c->maybe_sent) != 0) {
+    /* no worker to take it (or its loop has ended): posted from here */
+    flyte_http *own = http;
+    if (own == NULL) {
+      flyte_http_opts opts = flyte_host_http_opts(h);
+      own = flyte_http_new(&opts);
+    }
+    flyte_delivery d = own ? flyte_deliver(h, own, "result", c->url, body,
+                                           strlen(body), what, c->maybe_sent)
+                           : FLYTE_ABANDONED;
+    if (own != http) flyte_http_free(own);
     if (d != FLYTE_ABANDONED && c->entry > 0)
       flyte_outbox_done(h->outbox, c->entry);
   }

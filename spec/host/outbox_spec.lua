@@ -78,6 +78,33 @@ describe("the outbox", function()
     assert.equal(0, again:stop())
   end)
 
+  it("delivers what it recovered when told to stop before it registered",
+    function()
+      -- its workers end at once (stopping, nothing to do); the entries it
+      -- reads once registered are then posted from the main thread, not
+      -- handed to a worker whose loop has ended (they stayed in the
+      -- outbox, and the flow waited for the next start)
+      local outbox = dir .. "/outbox"
+      local host = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
+      api:wait_registration()
+      local id = api:enqueue("wait", { file = dir .. "/never" })
+      wait_journaled(outbox, "/actions/" .. id .. "/result")
+      host:signal("KILL")
+      host:wait_exit()
+
+      api:fault { route = "register", delay = 1 }
+      local again = testing.host(PACK, api, { FLYTE_OUTBOX = outbox })
+      again:wait_log("health on port")
+      again:signal("TERM")
+      assert.equal(0, again:wait_exit(20))
+      local result = api:action(id).result
+      assert.is_table(result, "action " .. id .. " has no result")
+      assert.equal("FATAL", result.event)
+      assert.matches("outbox: 1 entry from a host that stopped: 1 delivered",
+        again:log())
+      assert.same({}, segments(outbox))
+    end)
+
   it("takes a left-over result the API already has as delivered, and goes on", function()
     -- a result that reached the API, though the host that sent it did not
     -- hear back before it died: the API answers 500 (not PENDING)
