@@ -100,8 +100,10 @@ describe("the outbox", function()
       local result = api:action(id).result
       assert.is_table(result, "action " .. id .. " has no result")
       assert.equal("FATAL", result.event)
-      assert.matches("outbox: 1 entry from a host that stopped: 1 delivered",
-        again:log())
+      -- (from the main thread, or from a worker still serving: a slower
+      -- build may still have one)
+      assert.matches("outbox: delivered the FATAL for action " .. id .. " ",
+        again:log(), 1, true)
       assert.same({}, segments(outbox))
     end)
 
