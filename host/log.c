@@ -17,6 +17,16 @@ static flyte_log_format log_format = FLYTE_LOG_TEXT;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const level_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
 
+void flyte_deadline_in(double seconds, struct timespec *until) {
+  clock_gettime(CLOCK_MONOTONIC, until);
+  until->tv_sec += (time_t)seconds;
+  until->tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+}
+
 double flyte_since_start_ms(void) {
   static struct timespec start;
   struct timespec now;

@@ -57,6 +57,10 @@ void flyte_time_rfc3339(char *buf, size_t n, int digits);
 void flyte_time_rfc3339_at(char *buf, size_t n, int digits,
                            const struct timespec *ts);
 
+/* The CLOCK_MONOTONIC time `seconds` from now, for pthread_cond_timedwait
+ * on a condition variable set to that clock. */
+void flyte_deadline_in(double seconds, struct timespec *until);
+
 /* Milliseconds since the process started (CLOCK_MONOTONIC, read at the
  * first call, which main makes first thing). */
 double flyte_since_start_ms(void);

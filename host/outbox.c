@@ -1280,12 +1280,7 @@ static void *syncer_main(void *arg) {
         /* the pause ends early when a thread starts to wait (it holds up
          * its worker's loop) or the outbox closes */
         struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long)((SYNC_GAP - since) * 1e9);
-        if (until.tv_nsec >= 1000000000L) {
-          until.tv_sec++;
-          until.tv_nsec -= 1000000000L;
-        }
+        flyte_deadline_in(SYNC_GAP - since, &until);
         while (!o->waiters && !o->stopping &&
                pthread_cond_timedwait(&o->hurry, &o->mu, &until) == 0)
           continue;

@@ -13,6 +13,7 @@
 #include "standin.h"
 
 #include "devpage.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -476,18 +477,6 @@ static double monotonic(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The CLOCK_MONOTONIC time `seconds` from now, for pthread_cond_timedwait
- * on the stand-in's condition variables. */
-static void deadline_in(double seconds, struct timespec *until) {
-  clock_gettime(CLOCK_MONOTONIC, until);
-  until->tv_sec += (time_t)seconds;
-  until->tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-  if (until->tv_nsec >= 1000000000L) {
-    until->tv_sec++;
-    until->tv_nsec -= 1000000000L;
-  }
-}
-
 /* Something /dev/watch shows has changed; call with the lock held. */
 static void touch_locked(flyte_standin *s) {
   s->revision++;
@@ -924,7 +913,7 @@ static int next_fault_locked(flyte_standin *s, route_kind k, fault_rec *f) {
  * stops (so that stopping never waits out a delay). */
 static void fault_sleep(flyte_standin *s, double seconds) {
   struct timespec until;
-  deadline_in(seconds, &until);
+  flyte_deadline_in(seconds, &until);
   pthread_mutex_lock(&s->lock);
   while (!s->stopping &&
          pthread_cond_timedwait(&s->wake, &s->lock, &until) == 0)
@@ -1368,7 +1357,7 @@ static void dev_watch(flyte_standin *s, const request *rq, reply *out) {
       return;
     }
   }
-  deadline_in(WATCH_WAIT, &until);
+  flyte_deadline_in(WATCH_WAIT, &until);
   pthread_mutex_lock(&s->lock);
   while (s->revision == seen && !s->stopping &&
          pthread_cond_timedwait(&s->changed, &s->lock, &until) == 0)

@@ -11,6 +11,8 @@
  */
 #include "stub.h"
 
+#include "log.h"
+
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -131,13 +133,7 @@ static void delay(flyte_stub *s, double seconds) {
   if (seconds <= 0) return;
   if (seconds > MAX_DELAY) seconds = MAX_DELAY;
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += (time_t)seconds;
-  until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  flyte_deadline_in(seconds, &until);
   pthread_mutex_lock(&s->mu);
   while (!s->stopping && pthread_cond_timedwait(&s->wake, &s->mu, &until) == 0)
     continue;
