@@ -619,10 +619,11 @@ flyte_call_status flyte_task_call(lua_State *L, int nargs, int nresults,
   flyte_sched *s = sched_of(L);
   if (s == NULL) {
     lua_pushcfunction(L, make_private);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    int rc = lua_pcall(L, 0, 0, 0);
+    if (rc != LUA_OK) { /* out of memory, or the state is closing */
       snprintf(err, errlen, "%s", lua_tostring(L, -1));
       lua_pop(L, nargs + 2);
-      return FLYTE_CALL_MEMORY;
+      return rc == LUA_ERRMEM ? FLYTE_CALL_MEMORY : FLYTE_CALL_ERROR;
     }
     s = sched_of(L);
   }

@@ -93,7 +93,7 @@ describe("handlers in flyte.testing", function()
       f:write([[
 local core = require "flyte.core"
 setmetatable({}, { __gc = function()
-  print("finalizer", select(3, core.run(0, function() return 1 end)))
+  print("finalizer", select(2, core.run(0, function() return 1 end)))
 end })
 print("first", select(2, core.run(0, function() return 2 end)))
 ]])
@@ -102,7 +102,7 @@ print("first", select(2, core.run(0, function() return 2 end)))
       local out = p:read("a")
       local ok = p:close()
       assert.is_true(ok, out)
-      assert.equal("first\t2\nfinalizer\tthe Lua state is closing: "
+      assert.equal("first\t2\nfinalizer\terror\tthe Lua state is closing: "
         .. "nothing can wait here\n", out)
     end)
 end)
