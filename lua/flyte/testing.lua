@@ -486,7 +486,6 @@ function Process:log()
   return read_file(self.log_path) or ""
 end
 
---- Waits until the log matches a Lua pattern; returns the first capture.
 --- Raises, naming `what` and the end of its log, if the process exited
 -- without being asked to (a wait for it would then never end).
 local function fail_if_exited(process, name, what)
@@ -499,6 +498,8 @@ local function fail_if_exited(process, name, what)
     table.concat(lines, "\n", math.max(1, #lines - 19))), 0)
 end
 
+--- Waits until the log matches a Lua pattern; returns the first capture.
+-- Fails at once if the process exited unasked.
 function Process:wait_log(pattern, timeout)
   local what = "log line matching '" .. pattern .. "'"
   return M.wait(function()
