@@ -19,16 +19,23 @@ local function stuck_gauge(host)
   return tonumber(body:match("\nflyte_workers_stuck (%d+)"))
 end
 
+-- A stand-in API and a host of the stuck pack, registered; both stop when
+-- the test ends.
+local function start(settings)
+  local api = testing.api()
+  local host = testing.host(PACK, api, settings)
+  finally(function()
+    host:stop()
+    api:stop()
+  end)
+  api:wait_registration()
+  return api, host
+end
+
 describe("a handler stuck where the hook cannot reach", function()
   it("ends FATAL at its deadline; the worker is replaced; /live fails "
     .. "once every worker is stuck", function()
-    local api = testing.api()
-    local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
-    finally(function()
-      host:stop()
-      api:stop()
-    end)
-    api:wait_registration()
+    local api, host = start({ FLYTE_WORKERS = 1 })
     assert.equal(200, (get(host, "/live")))
     -- an action waiting on the same worker, then the one that gets stuck
     local napping = api:enqueue("nap", { seconds = 60 })
@@ -63,13 +70,7 @@ describe("a handler stuck where the hook cannot reach", function()
 
   it("replaces a worker stuck in a finalizer; /live holds while others "
     .. "serve", function()
-    local api = testing.api()
-    local host = testing.host(PACK, api, { FLYTE_WORKERS = 2 })
-    finally(function()
-      host:stop()
-      api:stop()
-    end)
-    api:wait_registration()
+    local api, host = start({ FLYTE_WORKERS = 2 })
     local result = api:wait_result(api:enqueue("finalizer"), 10)
     assert.equal("FATAL", result.event)
     assert.matches("command 'finalizer' ran past its 0.5 s timeout",
@@ -96,13 +97,7 @@ describe("a handler stuck where the hook cannot reach", function()
   end)
 
   it("replaces again after a replaced worker came back and ended", function()
-    local api = testing.api()
-    local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
-    finally(function()
-      host:stop()
-      api:stop()
-    end)
-    api:wait_registration()
+    local api, host = start({ FLYTE_WORKERS = 1 })
     local result = api:wait_result(api:enqueue("blocking"), 10)
     assert.matches("command 'blocking' ran past its 0.5 s timeout in code "
       .. "the host cannot interrupt", result.payload)
@@ -118,13 +113,7 @@ describe("a handler stuck where the hook cannot reach", function()
 
   it("counts a result handed over from a stuck worker in /metrics",
     function()
-      local api = testing.api()
-      local host = testing.host(PACK, api, { FLYTE_WORKERS = 1 })
-      finally(function()
-        host:stop()
-        api:stop()
-      end)
-      api:wait_registration()
+      local api, host = start({ FLYTE_WORKERS = 1 })
       -- its result is made; its post waits 4 s in the API
       api:fault { route = "result", delay = 4, count = 1 }
       local ok = api:enqueue("ok")
@@ -149,14 +138,7 @@ describe("a handler stuck where the hook cannot reach", function()
   it("refuses flyte.core.run in a finalizer run between actions", function()
     -- it would run the worker's own event loop from inside whatever code
     -- collected the garbage, and with it the callbacks of other actions
-    local api = testing.api()
-    local host = testing.host(PACK, api, { FLYTE_WORKERS = 1,
-      FLYTE_OUTBOX = "off" })
-    finally(function()
-      host:stop()
-      api:stop()
-    end)
-    api:wait_registration()
+    local api = start({ FLYTE_WORKERS = 1, FLYTE_OUTBOX = "off" })
     api:wait_result(api:enqueue("plant_run"), 10)
     -- a worker idle for a second collects; ask less often than that
     local ran
